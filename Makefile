@@ -1,0 +1,35 @@
+# The README's commands. `make book` and `make test` create the virtual environment when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.cfct-installed
+export CFCT_MIRROR ?= $(abspath ../shared/data)
+
+.PHONY: venv book test lint bench clean-book
+
+$(STAMP): requirements-lock.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cfct)" >/dev/null
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Executes every page in _toc.yml with the default (quick) profile through jupyter-cache, renders HTML into
+# _build/html, and fails when any page raised in a cell.
+book: venv
+	$(BIN)/jupyter-book build . --keep-going
+	$(BIN)/python -m cfct.runner check-book _build/html
+
+lint: venv
+	$(BIN)/ruff check cfct tests bench
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+bench: venv
+	for script in bench/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean-book:
+	rm -rf _build

@@ -1,0 +1,80 @@
+"""Profiles, chapter schemas and parameter validation (cfct.config, cfct.chapters)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cfct import config
+from cfct.chapters import CHAPTERS, get_chapter
+from cfct.errors import ConfigError
+
+
+def test_profiles_scale_up() -> None:
+    smoke, quick, paper = (config.get_profile(n) for n in ("smoke", "quick", "paper"))
+    assert smoke.finetune_epochs < quick.finetune_epochs < paper.finetune_epochs
+    assert paper.image_size == 224 and paper.arch == "resnet50"  # thesis 3.4.2 / 6.4.2
+
+
+def test_unknown_profile_lists_choices() -> None:
+    with pytest.raises(ConfigError, match="valid choices: smoke, quick, paper"):
+        config.get_profile("fast")
+
+
+def test_resolve_fills_profile_values_and_explicit_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CFCT_PROFILE", raising=False)
+    cfg = config.resolve("3", profile="smoke")
+    assert cfg.folds == config.get_profile("smoke").folds
+    assert cfg.natural_source == "pretrained:resnet18:cifar10"
+    assert cfg.profile.name == "smoke"
+    cfg = config.resolve("3", profile="smoke", folds=4, targets="breastmnist")
+    assert cfg.folds == 4
+    assert cfg.targets == ("breastmnist",)
+
+
+def test_env_profile_overrides_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CFCT_PROFILE", "smoke")
+    assert config.resolve("3", profile="paper").profile.name == "smoke"
+
+
+def test_unknown_parameter_lists_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) 'fold'.*valid parameters: profile, seed"):
+        config.resolve("3", fold=3)
+
+
+def test_wrong_type_is_named() -> None:
+    with pytest.raises(ConfigError, match="'folds' expects int, got str '3'"):
+        config.resolve("3", folds="3")
+    with pytest.raises(ConfigError, match="'seed' expects int, got bool"):
+        config.resolve("3", seed=True)
+
+
+def test_unknown_chapter_lists_chapters() -> None:
+    with pytest.raises(ConfigError, match=re.escape("unknown chapter '7'")):
+        get_chapter(7)
+    assert get_chapter("ch6").id == "06_transferability"
+    assert get_chapter("hidden_representations").number == 3
+
+
+def test_unknown_target_and_source_are_refused() -> None:
+    with pytest.raises(ConfigError, match="breastmnist"):
+        config.resolve("3", targets="kneemnist")
+    with pytest.raises(ConfigError, match="resnet18"):
+        config.resolve("3", natural_source="pretrained:resnet19:cifar10")
+    with pytest.raises(ConfigError, match="random"):
+        config.resolve("3", natural_source="imagenette:resnet18")
+
+
+def test_command_line_text_is_typed() -> None:
+    folds = next(p for p in get_chapter(3).params if p.name == "folds")
+    assert folds.parse_text("4") == 4
+    with pytest.raises(ConfigError, match="expects int"):
+        folds.parse_text("four")
+
+
+def test_every_chapter_has_the_common_parameters() -> None:
+    for chapter in CHAPTERS.values():
+        names = [p.name for p in chapter.params]
+        assert names[:3] == ["profile", "seed", "device"]
+        assert len(names) == len(set(names)), f"duplicate parameter in {chapter.id}"
