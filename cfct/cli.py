@@ -31,9 +31,8 @@ def cmd_list(profile_name: str) -> int:
             if param.help or choices:
                 print(f"      {'':<18} {param.help}{choices}")
     print("\nTargets (medmnist:<flag> or a plain flag; csv:<folder>):")
-    for row in data.available_targets():
-        print(f"  {row}")
-    print("\nSource specs: " + ", ".join(zoo.SPEC_KINDS))
+    print(data.available_targets().to_string(index=False))
+    print("\nSource specs: " + ", ".join(zoo.KINDS))
     print("  architectures: " + ", ".join(zoo.ARCHITECTURES))
     print("\nProfiles: " + ", ".join(PROFILES))
     return 0
@@ -72,7 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_run(args.chapter, args.param, args.profile, args.out)
     except CfctError as error:
         print(f"cfct: error: {error}", file=sys.stderr)
-        return 2 if not type(error).__name__ == "ChapterFailed" else 1
+        from cfct.runner import ChapterFailed
+
+        return 1 if isinstance(error, ChapterFailed) else 2
 
 
 if __name__ == "__main__":

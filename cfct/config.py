@@ -282,3 +282,18 @@ def resolve(chapter: str, **params: Any) -> ChapterConfig:
             continue
         values[name] = param.validate(params.get(name, param.default), profile)
     return ChapterConfig(spec.id, values, profile)
+
+
+def from_namespace(chapter: str, namespace: Mapping[str, Any]) -> ChapterConfig:
+    """:func:`resolve` with the chapter's parameters picked by name from a namespace.
+
+    A notebook calls ``from_namespace("3", globals())`` right after its ``parameters`` cell, so papermill's
+    injected values and the cell's defaults are validated together.
+    """
+    from cfct.chapters import get_chapter
+
+    names = [p.name for p in get_chapter(chapter).params]
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ConfigError(f"the parameters cell of chapter {chapter!r} lacks {', '.join(missing)}")
+    return resolve(chapter, **{n: namespace[n] for n in names})

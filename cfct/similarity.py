@@ -368,8 +368,12 @@ def sampling_plan(
     -------
     dict of layer name to LayerSample
     """
-    for name, value in (("n_images", n_images), ("target_rows", target_rows),
-                        ("n_channels", n_channels), ("repeats", repeats)):
+    for name, value in (
+        ("n_images", n_images),
+        ("target_rows", target_rows),
+        ("n_channels", n_channels),
+        ("repeats", repeats),
+    ):
         if int(value) != value or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     rng = np.random.default_rng(seed)
@@ -389,7 +393,9 @@ def sampling_plan(
     return plan
 
 
-def _resolve_layers(model: nn.Module, layers: Iterable[str] | Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+def _resolve_layers(
+    model: nn.Module, layers: Iterable[str] | Mapping[str, nn.Module]
+) -> dict[str, nn.Module]:
     if isinstance(layers, Mapping):
         return dict(layers)
     named = model.layers() if hasattr(model, "layers") and callable(model.layers) else None
@@ -422,7 +428,9 @@ def layer_output_shapes(
     modules = _resolve_layers(model, layers)
     shapes: dict[str, tuple[int, ...]] = {}
     handles = [
-        module.register_forward_hook(lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:])))
+        module.register_forward_hook(
+            lambda _m, _i, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+        )
         for name, module in modules.items()
     ]
     was_training = model.training
@@ -479,17 +487,17 @@ def capture_activations(
     """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    modules = layers if layers is not None else _resolve_layers(model, plan)
+    modules = layers if layers is not None else _resolve_layers(model, list(plan))
     missing = set(plan) - set(modules)
     if missing:
         raise unknown_choice("layer", sorted(missing)[0], sorted(modules))
     device = torch.device(device)
     needed = np.unique(np.concatenate([i for s in plan.values() for i in s.images]))
     # For each layer and repeat: is a global image index sampled?
-    member = {
-        name: [np.isin(needed, s.images[r]) for r in range(s.repeats)] for name, s in plan.items()
+    member = {name: [np.isin(needed, s.images[r]) for r in range(s.repeats)] for name, s in plan.items()}
+    chunks: dict[str, list[list[np.ndarray]]] = {
+        name: [[] for _ in range(s.repeats)] for name, s in plan.items()
     }
-    chunks: dict[str, list[list[np.ndarray]]] = {name: [[] for _ in range(s.repeats)] for name, s in plan.items()}
     current: dict[str, slice] = {}
 
     def hook(name: str) -> Callable[..., None]:
@@ -522,7 +530,10 @@ def capture_activations(
         n_batches = -(-len(needed) // batch_size)
         for start, (_idx, batch) in tqdm(
             zip(range(0, len(needed), batch_size), _batches(images, needed, batch_size, preprocess)),
-            total=n_batches, desc="activations", disable=not progress, leave=False,
+            total=n_batches,
+            desc="activations",
+            disable=not progress,
+            leave=False,
         ):
             current["batch"] = slice(start, start + batch_size)
             model(batch.to(device))

@@ -1,0 +1,1286 @@
+"""Targets, sources, splits and transforms: the data every chapter passes around (thesis 3.4, 6.4).
+
+Everything is an :class:`ImageSet` (uint8 NHWC images + labels + optional groups/meta), produced from a spec
+string so that a chapter parameter names its data:
+
+* targets (:func:`load_target`): ``medmnist:<flag>`` (any 2D MedMNIST flag; a bare ``<flag>`` is a shorthand)
+  and ``csv:<folder>`` (a folder of images with ``labels.csv``);
+* pre-training sources (:func:`load_dataset`): additionally ``cifar10``, ``medmnist-lto:<target>``
+  (leave-target-out MedMNIST, 6.4.1) and ``imagefolder:<path>``; any spec may end in ``@<n>`` for a seeded,
+  stratified subsample of n images.
+
+MedMNIST files are read from ``$CFCT_MIRROR/medmnist`` then ``$CFCT_DATA/medmnist``, downloaded into
+``$CFCT_DATA/medmnist`` when online, and always MD5-checked against ``medmnist.INFO`` before use.
+Decoded image folders (CIFAR-10 JPEGs, csv folders, ImageFolder roots) are cached as uint8 ``.npz`` under
+``$CFCT_DATA/cache`` so the second load takes well under a second.
+
+Transforms work on whole float batches (``(B, 3, H, W)`` tensors on any device): :func:`to_tensor`,
+:func:`resize`, :func:`normalize` and :class:`BatchAugment`, whose policies ``'ch3'`` (3.4.1, Keras
+ImageDataGenerator settings) and ``'ch6'`` (6.4.2) replace per-sample PIL transforms in a DataLoader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfct import paths
+from cfct.errors import ConfigError, DataMissingError, HashMismatchError, IncompatibleError, unknown_choice
+
+__all__ = [
+    "ImageSet",
+    "TargetSpec",
+    "TARGETS",
+    "SIZES",
+    "NORMALIZATION",
+    "AUGMENT_POLICIES",
+    "parse_target",
+    "validate_target",
+    "load_target",
+    "load_dataset",
+    "available_targets",
+    "subsample_per_class",
+    "stratified_subsample",
+    "cv_splits",
+    "fetch_file",
+    "to_tensor",
+    "resize",
+    "normalize",
+    "adjust_sharpness",
+    "BatchAugment",
+    "reference_transform",
+]
+
+_CACHE_VERSION = 1
+SIZES: tuple[int, ...] = (28, 64, 128, 224)
+NATURAL_SOURCES: tuple[str, ...] = ("cifar10",)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+# Above this many files an ImageFolder must be cut with '@n': everything is decoded into memory (see
+# load_dataset), and a 1.3M-image RadImageNet/ImageNet copy would not fit at 224 px.
+MAX_EAGER_IMAGES = 300_000
+_TASKS = {
+    "binary-class": "binary",
+    "multi-class": "multi-class",
+    "ordinal-regression": "ordinal-regression",
+    "multi-label, binary-class": "multi-label",
+}
+
+
+def _medmnist_info() -> dict[str, dict[str, Any]]:
+    import medmnist  # imported lazily: nothing runs at cfct import time
+
+    return medmnist.INFO
+
+
+def _flags_2d() -> tuple[str, ...]:
+    return tuple(f for f in _medmnist_info() if not f.endswith("3d"))
+
+
+def _flags_3d() -> tuple[str, ...]:
+    return tuple(f for f in _medmnist_info() if f.endswith("3d"))
+
+
+class _LazyFlags(Sequence):
+    """Tuple-like view of the 2D MedMNIST flags, read from ``medmnist.INFO`` on first use."""
+
+    def _t(self) -> tuple[str, ...]:
+        return _flags_2d()
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._t()[i]
+
+    def __len__(self) -> int:
+        return len(self._t())
+
+    def __contains__(self, x: object) -> bool:
+        return x in self._t()
+
+    def __repr__(self) -> str:
+        return repr(self._t())
+
+
+TARGETS: Sequence[str] = _LazyFlags()
+"""Every 2D MedMNIST flag of ``medmnist.INFO`` (pathmnist, chestmnist, ..., organsmnist)."""
+
+
+# ----------------------------------------------------------------------------------------------- ImageSet
+@dataclasses.dataclass
+class ImageSet:
+    """In-memory images with labels: the unit every chapter passes around.
+
+    Attributes
+    ----------
+    images : np.ndarray
+        uint8, ``(N, H, W, C)`` with ``C`` in {1, 3}.
+    labels : np.ndarray
+        int64 ``(N,)`` for binary / multi-class / ordinal-regression; int64 ``(N, K)`` 0/1 for multi-label.
+    task : str
+        ``'binary'``, ``'multi-class'``, ``'ordinal-regression'`` (treated as multi-class) or
+        ``'multi-label'``.
+    class_names : tuple of str
+    name : str
+        The spec that produced it, e.g. ``'medmnist:breastmnist@28:train'``. Give edited variants a new name.
+    groups : np.ndarray of str, optional
+        Patient id (or near-duplicate group) per image; splits keep groups disjoint.
+    meta : pandas.DataFrame, optional
+        Extra per-image columns (sex, age, source flag, ...), row-aligned with ``images``.
+    index : np.ndarray, optional
+        Positions of these images in the set called ``name`` (None = all of it, in order).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    task: str
+    class_names: tuple[str, ...]
+    name: str
+    groups: np.ndarray | None = None
+    meta: pd.DataFrame | None = None
+    index: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] not in (1, 3):
+            raise IncompatibleError(
+                f"ImageSet images must be (N, H, W, C) with C in (1, 3); got {self.images.shape}"
+            )
+        if self.images.dtype != np.uint8:
+            raise IncompatibleError(f"ImageSet images must be uint8; got {self.images.dtype}")
+        if len(self.labels) != len(self.images):
+            raise IncompatibleError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.task not in _TASKS.values():
+            raise unknown_choice("task", self.task, sorted(set(_TASKS.values())))
+        self.class_names = tuple(self.class_names)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (label columns for multi-label)."""
+        return len(self.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi-label"
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageSet({self.name!r}, n={len(self)}, shape={self.images.shape[1:]}, task={self.task!r}, "
+            f"classes={self.n_classes})"
+        )
+
+    def class_counts(self) -> np.ndarray:
+        """Images per class (positives per label column for multi-label)."""
+        if self.multi_label:
+            return self.labels.sum(axis=0).astype(np.int64)
+        return np.bincount(self.labels, minlength=self.n_classes)
+
+    def subset(self, idx: np.ndarray | Sequence[int]) -> ImageSet:
+        """The images at positions ``idx`` (integer indices or a boolean mask), keeping name, provenance."""
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
+        base = np.arange(len(self)) if self.index is None else self.index
+        return ImageSet(
+            images=self.images[idx],
+            labels=self.labels[idx],
+            task=self.task,
+            class_names=self.class_names,
+            name=self.name,
+            groups=None if self.groups is None else self.groups[idx],
+            meta=None if self.meta is None else self.meta.iloc[idx].reset_index(drop=True),
+            index=base[idx],
+        )
+
+    def fingerprint(self) -> str:
+        """Cheap content hash: name, index set, shape, labels and a strided sample of pixels (16 hex)."""
+        h = hashlib.sha256()
+        h.update(self.name.encode())
+        h.update(str((self.images.shape, self.task, self.class_names)).encode())
+        if self.index is not None:
+            h.update(np.ascontiguousarray(self.index, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        flat = self.images.reshape(-1)
+        step = max(1, flat.size // 65536)
+        h.update(np.ascontiguousarray(flat[::step]).tobytes())
+        return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- specs
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """A parsed dataset spec: ``kind`` in {'medmnist', 'csv', 'cifar10', 'medmnist-lto', 'imagefolder'}."""
+
+    kind: str
+    arg: str  # flag, folder path, or the lto target flag
+    n: int | None = None  # '@n' subsample size
+
+    @property
+    def spec(self) -> str:
+        base = self.kind if self.kind == "cifar10" else f"{self.kind}:{self.arg}"
+        return base if self.n is None else f"{base}@{self.n}"
+
+
+_SPEC_KINDS = ("medmnist", "csv", "cifar10", "medmnist-lto", "imagefolder")
+
+
+def _split_n(spec: str) -> tuple[str, int | None]:
+    m = re.fullmatch(r"(.+)@(\d+)", spec.strip())
+    if not m:
+        return spec.strip(), None
+    n = int(m.group(2))
+    if n <= 0:
+        raise ConfigError(f"subsample size in {spec!r} must be positive")
+    return m.group(1), n
+
+
+def _check_flag(flag: str) -> str:
+    flag = flag.strip().lower()
+    if flag in _flags_3d():
+        raise ConfigError(
+            f"MedMNIST flag {flag!r} is 3D (volumes); cfct handles 2D images only. "
+            f"Valid 2D flags: {', '.join(_flags_2d())}"
+        )
+    if flag not in _flags_2d():
+        raise unknown_choice("MedMNIST flag", flag, _flags_2d())
+    return flag
+
+
+def _parse(spec: str, allowed: Sequence[str]) -> TargetSpec:
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"a dataset spec must be a non-empty string; got {spec!r}")
+    body, n = _split_n(spec)
+    kind, _, arg = body.partition(":")
+    kind = kind.strip().lower()
+    if not _:  # no colon: a bare flag or 'cifar10'
+        if kind in NATURAL_SOURCES:
+            kind, arg = "cifar10", ""
+        elif kind in _flags_2d() or kind in _flags_3d():
+            kind, arg = "medmnist", kind
+        else:
+            flags = ", ".join(_flags_2d())
+            raise ConfigError(
+                f"unknown dataset spec {spec!r}; valid choices: "
+                + ", ".join(f"{k}:..." for k in allowed if k != "cifar10")
+                + (", cifar10" if "cifar10" in allowed else "")
+                + f", or a MedMNIST flag ({flags})"
+            )
+    if kind not in allowed:
+        raise unknown_choice("dataset kind", kind, allowed)
+    if kind == "medmnist":
+        arg = _check_flag(arg)
+    elif kind == "medmnist-lto":
+        arg = _check_flag(arg.removeprefix("medmnist:"))
+    elif kind in ("csv", "imagefolder"):
+        if not arg.strip():
+            raise ConfigError(f"{kind}: needs a folder, e.g. '{kind}:nih-cxr14-sample'")
+        arg = arg.strip()
+    return TargetSpec(kind, arg, n)
+
+
+def parse_target(spec: str) -> TargetSpec:
+    """Parse a target spec: ``'medmnist:<flag>'`` (or a bare flag) or ``'csv:<folder>'``, optional ``@n``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown kind or flag (the message lists valid choices); 3D flags are refused.
+    """
+    return _parse(spec, ("medmnist", "csv"))
+
+
+def parse_dataset(spec: str) -> TargetSpec:
+    """Parse a pre-training dataset spec (targets plus ``cifar10``, ``medmnist-lto:``, ``imagefolder:``)."""
+    return _parse(spec, _SPEC_KINDS)
+
+
+def _resolve_folder(arg: str, kind: str) -> Path:
+    p = Path(arg).expanduser()
+    if p.is_absolute():
+        candidates = [p]
+    else:
+        candidates = [r / arg for r in paths.search_dirs()] + [Path.cwd() / arg]
+    for c in candidates:
+        if c.is_dir():
+            return c.resolve()
+    raise DataMissingError(
+        f"{kind} folder {arg!r} not found; looked in: "
+        + ", ".join(str(c) for c in candidates)
+        + ". Relative names are resolved against $CFCT_MIRROR, then $CFCT_DATA, then the cwd."
+    )
+
+
+def validate_target(spec: str) -> str:
+    """Check a target spec early and return its canonical form (``'medmnist:breastmnist'``, ``'csv:<abs>'``).
+
+    A csv folder must exist and hold ``labels.csv``; a MedMNIST flag must be a known 2D flag (the file itself
+    is checked when loading, since it may be downloadable).
+    """
+    t = parse_target(spec)
+    if t.kind == "csv":
+        folder = _resolve_folder(t.arg, "csv")
+        if not (folder / "labels.csv").is_file():
+            raise DataMissingError(
+                f"csv target folder {folder} has no labels.csv (columns filename,label[,...])"
+            )
+    return t.spec
+
+
+def validate_dataset(spec: str) -> str:
+    """Check a pre-training dataset spec early and return its canonical form."""
+    t = parse_dataset(spec)
+    if t.kind in ("csv", "imagefolder"):
+        _resolve_folder(t.arg, t.kind)
+    return t.spec
+
+
+# ----------------------------------------------------------------------------------------------- hashes
+def _file_hash(path: Path, algo: str) -> str:
+    """Hex digest of a file, remembered in ``$CFCT_DATA/cache/hashes.json`` by (path, size, mtime).
+
+    Large MedMNIST files (224 px: gigabytes) would otherwise be re-hashed by every process.
+    """
+    st = path.stat()
+    key = f"{algo}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    record = paths.cache_dir("cache") / "hashes.json"
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    h = hashlib.new(algo)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    known[key] = digest
+    tmp = record.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known))
+    os.replace(tmp, record)
+    return digest
+
+
+def _verify(path: Path, expected: str, algo: str = "md5") -> None:
+    actual = _file_hash(path, algo)
+    if actual.lower() != expected.lower():
+        raise HashMismatchError(
+            f"{algo.upper()} mismatch for {path}: expected {expected}, got {actual}. "
+            "The file is corrupt or truncated; delete it and download it again."
+        )
+
+
+def fetch_file(relpath: str, sha256: str, url: str | None = None) -> Path:
+    """An external file by relative path, mirror first, then ``$CFCT_DATA``, else downloaded with pooch.
+
+    Parameters
+    ----------
+    relpath : str
+        Path below ``$CFCT_MIRROR`` / ``$CFCT_DATA``, e.g. ``'published/.../scores.csv'``.
+    sha256 : str
+        Pinned SHA-256; a file that does not match raises :class:`HashMismatchError`.
+    url : str, optional
+        Where to download it from when it is on no local disk and the network is reachable.
+    """
+    searched = [r / relpath for r in paths.search_dirs()]
+    for c in searched:
+        if c.is_file():
+            _verify(c, sha256, "sha256")
+            return c
+    if url is None or paths.is_offline():
+        how = f"download it from {url}" if url else "copy it there"
+        raise DataMissingError(
+            f"file {Path(relpath).name!r} not found; searched: "
+            + ", ".join(str(c.parent) for c in searched)
+            + f"; {how} (offline: {paths.is_offline()})"
+        )
+    import pooch
+
+    target = paths.data_dir() / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    pooch.retrieve(
+        url, known_hash=f"sha256:{sha256}", fname=target.name, path=target.parent, progressbar=True
+    )
+    return target
+
+
+# ----------------------------------------------------------------------------------------------- MedMNIST
+def _size_flag(size: int) -> str:
+    return "" if size == 28 else f"_{size}"
+
+
+def _check_size(size: int) -> int:
+    if size not in SIZES:
+        raise unknown_choice("MedMNIST image size", size, SIZES)
+    return int(size)
+
+
+def medmnist_file(flag: str, size: int) -> tuple[str, str, str]:
+    """(file name, MD5, URL) of a MedMNIST flag at a size, from ``medmnist.INFO`` (``MD5``/``MD5_64``/...)."""
+    flag, size = _check_flag(flag), _check_size(size)
+    info = _medmnist_info()[flag]
+    sf = _size_flag(size)
+    return f"{flag}{sf}.npz", info[f"MD5{sf}"], info[f"url{sf}"]
+
+
+def _locate_medmnist(flag: str, size: int, download: bool = True) -> Path:
+    """Verified path of a MedMNIST npz: mirror, then data dir, else medmnist's own download when online."""
+    fname, md5, url = medmnist_file(flag, size)
+    folders = paths.search_dirs("medmnist")
+    for folder in folders:
+        if (folder / fname).is_file():
+            _verify(folder / fname, md5)
+            return folder / fname
+    if not download or paths.is_offline():
+        raise DataMissingError(
+            f"MedMNIST file {fname!r} not found; searched: {', '.join(str(f) for f in folders)}. "
+            f"Offline, so it cannot be downloaded: fetch {url} (MD5 {md5}) and put it in one of these "
+            "folders "
+            "(or set CFCT_MIRROR to a folder holding medmnist/)."
+        )
+    import medmnist
+
+    dest = paths.cache_dir("medmnist")
+    cls = getattr(medmnist, _medmnist_info()[flag]["python_class"])
+    try:
+        cls(split="train", root=str(dest), size=size, download=True)
+    except Exception as e:  # medmnist wraps every failure in a RuntimeError with its own hint
+        raise DataMissingError(
+            f"downloading MedMNIST file {fname!r} from {url} into {dest} failed: {e}"
+        ) from e
+    _verify(dest / fname, md5)
+    return dest / fname
+
+
+def _load_medmnist(flag: str, size: int, split: str) -> ImageSet:
+    splits = ("train", "val", "test", "all")
+    if split not in splits:
+        raise unknown_choice("split", split, splits)
+    path = _locate_medmnist(flag, size)
+    import medmnist
+
+    info = _medmnist_info()[flag]
+    cls = getattr(medmnist, info["python_class"])
+    imgs, labels = [], []
+    for s in ("train", "val", "test") if split == "all" else (split,):
+        # Read through medmnist's own class (download=False: the file is already verified on disk).
+        d = cls(split=s, root=str(path.parent), size=size, download=False)
+        imgs.append(np.asarray(d.imgs))
+        labels.append(np.asarray(d.labels))
+    images = np.concatenate(imgs)
+    if images.ndim == 3:
+        images = images[..., None]
+    task = _TASKS[info["task"]]
+    y = np.concatenate(labels).astype(np.int64)
+    if task != "multi-label":
+        y = y.reshape(-1)
+    names = tuple(info["label"][str(i)] for i in range(len(info["label"])))
+    return ImageSet(
+        images=np.ascontiguousarray(images, dtype=np.uint8),
+        labels=y,
+        task=task,
+        class_names=names,
+        name=f"medmnist:{flag}@{size}:{split}",
+    )
+
+
+# ----------------------------------------------------------------------------------------------- folders
+def _decode(path: Path, size: int | None, grey: bool | None) -> np.ndarray:
+    """Decode one image to uint8 HWC RGB (or HW1 grey), resized to size x size without cropping."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if size is not None and im.format == "JPEG":
+            im.draft(
+                "RGB" if not grey else "L", (size, size)
+            )  # JPEG DCT scaling: much faster decode of big slices
+        im = im.convert("L" if grey else "RGB")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
+        a = np.asarray(im, dtype=np.uint8)
+    return a[..., None] if a.ndim == 2 else a
+
+
+def _decode_many(files: Sequence[Path], size: int | None, desc: str) -> np.ndarray:
+    """Decode files in parallel threads (PIL releases the GIL), with tqdm; grey if every image is grey."""
+    from tqdm.auto import tqdm
+
+    def one(p: Path) -> np.ndarray:
+        return _decode(p, size, grey=False)
+
+    workers = min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+        out = list(tqdm(pool.map(one, files, chunksize=64), total=len(files), desc=desc, unit="img"))
+    shapes = {a.shape for a in out}
+    if len(shapes) > 1:
+        raise IncompatibleError(
+            f"images in {desc} have different sizes {sorted(shapes)[:4]}; pass a size to resize"
+        )
+    images = np.stack(out) if out else np.zeros((0, size or 1, size or 1, 3), np.uint8)
+    # Grey scans saved as RGB (R=G=B, e.g. NIH PNGs) are stored with one channel, as MedMNIST's grey flags.
+    if images.size and (images[..., 0:1] == images[..., 1:]).all():
+        images = np.ascontiguousarray(images[..., :1])
+    return images
+
+
+def _cache_file(kind: str, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps({**key, "v": _CACHE_VERSION}, sort_keys=True).encode()).hexdigest()[
+        :16
+    ]
+    return paths.cache_dir("cache") / f"{kind}-{digest}.npz"
+
+
+def _cached_images(cache: Path, files: Sequence[Path], size: int | None, desc: str) -> np.ndarray:
+    if cache.is_file():
+        try:
+            with np.load(cache) as z:
+                images = z["images"]
+            if len(images) == len(files):
+                return images
+        except (OSError, ValueError, KeyError):
+            pass  # a broken cache file is rebuilt below
+    images = _decode_many(files, size, desc)
+    tmp = cache.with_name(cache.stem + f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, images=images)
+    os.replace(tmp, cache)
+    return images
+
+
+def _group_value(v: Any) -> str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
+def _load_csv(arg: str, size: int, split: str) -> ImageSet:
+    """A folder with ``labels.csv`` (``filename,label[,patient_id,sex,group,...]``)."""
+    folder = _resolve_folder(arg, "csv")
+    csv = folder / "labels.csv"
+    if not csv.is_file():
+        raise DataMissingError(f"csv target folder {folder} has no labels.csv (columns filename,label[,...])")
+    df = pd.read_csv(csv)
+    missing = {"filename", "label"} - set(df.columns)
+    if missing:
+        raise ConfigError(
+            f"{csv} lacks column(s) {sorted(missing)}; it needs filename,label[,patient_id,group,...]"
+        )
+    has_split = "split" in df.columns
+    valid = ("all", "train", "val", "test") if has_split else ("all",)
+    if split not in valid:
+        raise ConfigError(
+            f"csv targets have no official {split!r} split (labels.csv has no 'split' column); "
+            f"valid choices: {', '.join(valid)}; draw splits with cfct.data.cv_splits"
+        )
+    if not isinstance(size, int | np.integer) or size <= 0:
+        raise ConfigError(f"image size must be a positive int; got {size!r}")
+    files = [folder / f for f in df["filename"].astype(str)]
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise DataMissingError(f"{len(absent)} image(s) listed in {csv} are missing, e.g. {absent[0]}")
+    cache = _cache_file(
+        "csv",
+        {"folder": str(folder), "size": int(size), "labels": hashlib.sha256(csv.read_bytes()).hexdigest()},
+    )
+    images = _cached_images(cache, files, int(size), f"decode {folder.name}@{size}")
+    raw = df["label"]
+    if pd.api.types.is_integer_dtype(raw):
+        values = np.sort(raw.unique())
+        class_names = tuple(str(v) for v in values)
+    else:
+        values = np.array(sorted(raw.astype(str).unique()))
+        raw = raw.astype(str)
+        class_names = tuple(values)
+    labels = np.searchsorted(values, raw.to_numpy()).astype(np.int64)
+    gcol = "patient_id" if "patient_id" in df.columns else ("group" if "group" in df.columns else None)
+    groups = None
+    if gcol is not None:
+        # Images without a group (e.g. IQ-OTH/NCCD slices outside any near-duplicate group) form their own.
+        groups = np.array(
+            [
+                (f"{gcol}:{g}" if (g := _group_value(v)) is not None else f"image:{fn}")
+                for v, fn in zip(df[gcol], df["filename"], strict=True)
+            ],
+            dtype=object,
+        )
+    meta = df.drop(columns=["label"]).reset_index(drop=True)
+    ds = ImageSet(
+        images=images,
+        labels=labels,
+        task="binary" if len(class_names) == 2 else "multi-class",
+        class_names=class_names,
+        name=f"csv:{folder}@{size}:all",
+        groups=groups,
+        meta=meta,
+    )
+    if split != "all":
+        ds = ds.subset(np.flatnonzero(df["split"].astype(str).to_numpy() == split))
+        ds.name, ds.index = f"csv:{folder}@{size}:{split}", None
+    return ds
+
+
+def _list_image_folder(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataMissingError(
+            f"image folder {root} has no class sub-folders (expected <root>/<class>/<image>)"
+        )
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        for dirpath, _, names in os.walk(root / c, followlinks=True):
+            for n in sorted(names):
+                if n.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(Path(dirpath) / n)
+                    labels.append(i)
+    if not files:
+        raise DataMissingError(
+            f"image folder {root} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return files, np.asarray(labels, dtype=np.int64), tuple(classes)
+
+
+def _load_image_folder(root: Path, size: int | None, name: str, n: int | None, seed: int) -> ImageSet:
+    """An ImageFolder root decoded into memory (cached); with ``n``, only a stratified n are decoded."""
+    files, labels, classes = _list_image_folder(root)
+    idx = None
+    if n is not None and n < len(files):
+        idx = stratified_subsample(labels, n, seed)
+        files, labels = [files[i] for i in idx], labels[idx]
+    elif len(files) > MAX_EAGER_IMAGES:
+        raise ConfigError(
+            f"image folder {root} holds {len(files)} images (> {MAX_EAGER_IMAGES}); cfct decodes "
+            f"image folders into memory, so cut it with '@<n>', e.g. 'imagefolder:{root}@100000'"
+        )
+    listing = hashlib.sha256("\n".join(str(f.relative_to(root)) for f in files).encode()).hexdigest()
+    cache = _cache_file("folder", {"root": str(root), "size": size, "files": listing})
+    images = _cached_images(cache, files, size, f"decode {root.name}" + (f"@{size}" if size else ""))
+    return ImageSet(
+        images=images,
+        labels=labels,
+        task="binary" if len(classes) == 2 else "multi-class",
+        class_names=classes,
+        name=name,
+        index=idx,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- CIFAR-10
+def _load_cifar10(split: str) -> ImageSet:
+    """CIFAR-10 at native 32 px: the official release (torchvision) if present or online, else the JPEGs."""
+    splits = ("train", "test", "all")
+    if split not in splits:
+        raise unknown_choice("CIFAR-10 split", split, splits)
+    if split == "all":
+        a, b = _load_cifar10("train"), _load_cifar10("test")
+        return ImageSet(
+            np.concatenate([a.images, b.images]),
+            np.concatenate([a.labels, b.labels]),
+            "multi-class",
+            CIFAR10_CLASSES,
+            name="cifar10@32:all",
+        )
+    name = f"cifar10@32:{split}"
+    root = paths.data_dir() / "cifar10"
+    official = root / "cifar-10-batches-py"
+    if official.is_dir() or not paths.is_offline():
+        from torchvision.datasets import CIFAR10
+
+        try:
+            d = CIFAR10(str(root), train=split == "train", download=not official.is_dir())
+            return ImageSet(
+                np.ascontiguousarray(d.data, dtype=np.uint8),
+                np.asarray(d.targets, dtype=np.int64),
+                "multi-class",
+                CIFAR10_CLASSES,
+                name=name,
+            )
+        except Exception as e:  # fall through to the JPEG copy; say why if that is missing too
+            reason = f"torchvision CIFAR10 failed: {e}"
+    else:
+        reason = "offline, so torchvision cannot download the official release"
+    jpeg = paths.find_file(f"cifar10-jpeg/{split}")
+    if jpeg is None:
+        raise DataMissingError(
+            f"CIFAR-10 not found ({reason}); searched {official} and "
+            + ", ".join(str(r / "cifar10-jpeg" / split) for r in paths.search_dirs())
+            + "; connect to the internet (torchvision downloads it) or provide an image-folder "
+            "copy at $CFCT_MIRROR/cifar10-jpeg/{train,test}/<class>/*.jpg"
+        )
+    ds = _load_image_folder(jpeg, None, name, None, 0)
+    if ds.class_names != CIFAR10_CLASSES:
+        raise IncompatibleError(f"{jpeg} classes {ds.class_names} are not CIFAR-10's {CIFAR10_CLASSES}")
+    return ds
+
+
+# ----------------------------------------------------------------------------------------------- LTO
+def _lto_flags(target: str, size: int) -> tuple[list[str], list[str]]:
+    """(flags usable for leave-target-out at this size, flags skipped with reasons)."""
+    used, skipped = [], []
+    online = not paths.is_offline()
+    info = _medmnist_info()
+    for flag in _flags_2d():
+        if flag == target:
+            continue
+        if _TASKS[info[flag]["task"]] == "multi-label":
+            skipped.append(f"{flag} (multi-label)")
+            continue
+        fname = medmnist_file(flag, size)[0]
+        if any((d / fname).is_file() for d in paths.search_dirs("medmnist")) or online:
+            used.append(flag)
+        else:
+            skipped.append(f"{flag} (not local)")
+    return used, skipped
+
+
+def _load_lto(target: str, size: int, split: str) -> ImageSet:
+    """Leave-target-out MedMNIST (6.4.1): union of every other single-label 2D flag, classes kept distinct.
+
+    ChestMNIST is left out: its 14 labels are multi-label, which one softmax pre-training head cannot take.
+    """
+    _check_size(size)
+    used, skipped = _lto_flags(target, size)
+    if not used:
+        raise DataMissingError(
+            f"medmnist-lto:{target} at {size} px: no other MedMNIST flag is available "
+            f"(skipped: {', '.join(skipped)}); searched "
+            + ", ".join(str(d) for d in paths.search_dirs("medmnist"))
+        )
+    parts = [_load_medmnist(f, size, split) for f in used]
+    rgb = any(p.images.shape[-1] == 3 for p in parts)
+    images, labels, names, source = [], [], [], []
+    for flag, p in zip(used, parts, strict=True):
+        im = np.repeat(p.images, 3, axis=-1) if rgb and p.images.shape[-1] == 1 else p.images
+        images.append(im)
+        labels.append(p.labels + len(names))
+        names.extend(f"{flag}:{c}" for c in p.class_names)
+        source.extend([flag] * len(p))
+    return ImageSet(
+        np.concatenate(images),
+        np.concatenate(labels),
+        "binary" if len(names) == 2 else "multi-class",
+        tuple(names),
+        name=f"medmnist-lto:{target}@{size}:{split}",
+        meta=pd.DataFrame({"source": source}),
+    )
+
+
+# --------------------------------------------------------------------------------------------- public loaders
+def load_target(spec: str, split: str, size: int) -> ImageSet:
+    """Load a target dataset split.
+
+    Parameters
+    ----------
+    spec : str
+        ``'medmnist:<flag>'`` / ``'<flag>'`` (any 2D MedMNIST flag) or ``'csv:<folder>'``; optional ``@n``.
+    split : str
+        ``'train'``, ``'val'``, ``'test'`` (MedMNIST's official splits) or ``'all'`` (the only one for csv
+        folders without a ``split`` column; draw 3.4.3 splits with :func:`cv_splits`).
+    size : int
+        Image side in px: 28, 64, 128 or 224 for MedMNIST (the released files); any size for csv folders
+        (images are resized without cropping, as 3.4.1).
+
+    Raises
+    ------
+    ConfigError, DataMissingError, HashMismatchError
+    """
+    t = parse_target(spec)
+    return _load(t, size, split, seed=0)
+
+
+def load_dataset(spec: str, size: int, split: str = "train", seed: int = 0) -> ImageSet:
+    """Load a pre-training source dataset (or any target) at ``size`` px.
+
+    Specs: ``'cifar10'`` (natural source; 32 px native, resized when ``size != 32``), ``'medmnist:<flag>'``,
+    ``'medmnist-lto:<target>'`` (every other available single-label 2D flag, labels offset, class names
+    prefixed by flag), ``'csv:<folder>'``, ``'imagefolder:<path>'`` (a torchvision ImageFolder root; uses
+    ``<path>/<split>`` when that sub-folder exists). Any spec may end in ``@<n>``: a seeded stratified
+    subsample of n images (for image folders only those n are decoded).
+
+    Image folders are decoded fully into memory and cached as uint8 npz (not lazy: every consumer gets a
+    plain array); folders above ``MAX_EAGER_IMAGES`` files must be cut with ``@n``.
+    """
+    return _load(parse_dataset(spec), size, split, seed)
+
+
+def _load(t: TargetSpec, size: int, split: str, seed: int) -> ImageSet:
+    if not isinstance(size, int | np.integer) or isinstance(size, bool) or size <= 0:
+        raise ConfigError(f"image size must be a positive int; got {size!r}")
+    size = int(size)
+    if t.kind == "medmnist":
+        ds = _load_medmnist(t.arg, _check_size(size), split)
+    elif t.kind == "medmnist-lto":
+        ds = _load_lto(t.arg, size, split)
+    elif t.kind == "csv":
+        ds = _load_csv(t.arg, size, split)
+    elif t.kind == "cifar10":
+        ds = _load_cifar10(split)
+        if t.n is not None:
+            ds = _subsample_named(ds, t.n, seed)
+        if size != ds.images.shape[1]:
+            ds = dataclasses.replace(
+                ds, images=resize(ds.images, size), name=ds.name.replace("@32:", f"@{size}:")
+            )
+        return ds
+    else:  # imagefolder
+        root = _resolve_folder(t.arg, "imagefolder")
+        if (root / split).is_dir():
+            root = root / split
+        ds = _load_image_folder(root, size, f"imagefolder:{root}@{size}", t.n, seed)
+        if t.n is not None:
+            ds.name = f"{ds.name}[n={t.n},seed={seed}]"
+        return ds
+    if t.n is not None:
+        ds = _subsample_named(ds, t.n, seed)
+    return ds
+
+
+def _subsample_named(ds: ImageSet, n: int, seed: int) -> ImageSet:
+    if n >= len(ds):
+        return ds
+    idx = stratified_subsample(ds.labels, n, seed)
+    sub = ds.subset(idx)
+    sub.name = f"{ds.name}[n={n},seed={seed}]"
+    return sub
+
+
+def available_targets() -> pd.DataFrame:
+    """Which targets exist locally and which could be downloaded (for ``cfct list``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``target, size, task, channels, status, path``; status is ``'local'``, ``'downloadable'``
+        (online) or ``'missing'`` (offline and not on disk). csv folders of the mirror/data dir are listed
+        with size ``None`` (any size).
+    """
+    info = _medmnist_info()
+    online = not paths.is_offline()
+    rows = []
+    for flag in _flags_2d():
+        for size in SIZES:
+            fname = medmnist_file(flag, size)[0]
+            found = next((d / fname for d in paths.search_dirs("medmnist") if (d / fname).is_file()), None)
+            status = "local" if found else ("downloadable" if online else "missing")
+            rows.append(
+                {
+                    "target": f"medmnist:{flag}",
+                    "size": size,
+                    "task": _TASKS[info[flag]["task"]],
+                    "channels": info[flag]["n_channels"],
+                    "status": status,
+                    "path": str(found) if found else info[flag][f"url{_size_flag(size)}"],
+                }
+            )
+    for root in paths.search_dirs():
+        if root.is_dir():
+            for csv in sorted(root.glob("*/labels.csv")):
+                rows.append(
+                    {
+                        "target": f"csv:{csv.parent.name}",
+                        "size": None,
+                        "task": "csv",
+                        "channels": None,
+                        "status": "local",
+                        "path": str(csv.parent),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+def stratified_subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of n, class proportions kept (largest remainder per class).
+
+    Multi-label (2D) labels are sampled uniformly.
+    """
+    labels = np.asarray(labels)
+    N = len(labels)
+    if n >= N:
+        return np.arange(N, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    if labels.ndim != 1:
+        return np.sort(rng.choice(N, size=n, replace=False)).astype(np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n / N
+    take = np.floor(quota).astype(int)
+    rest = n - take.sum()
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[:rest]] += 1
+    out = [
+        rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+        for c, k in zip(classes, take, strict=True)
+    ]
+    return np.sort(np.concatenate(out)).astype(np.int64)
+
+
+def _single_label(ds: ImageSet, fn: str) -> None:
+    if ds.multi_label:
+        raise IncompatibleError(
+            f"{fn} needs single-label data; {ds.name!r} is multi-label ({ds.n_classes} label columns)"
+        )
+
+
+def subsample_per_class(ds: ImageSet, n_per_class: int, seed: int) -> ImageSet:
+    """A seeded subsample of ``n_per_class`` images of every class (6.4.1: 100/class train, 25/class val).
+
+    A class with fewer images contributes all of them, with a warning.
+    """
+    _single_label(ds, "subsample_per_class")
+    if not isinstance(n_per_class, int | np.integer) or n_per_class <= 0:
+        raise ConfigError(f"n_per_class must be a positive int; got {n_per_class!r}")
+    rng = np.random.default_rng(seed)
+    picked, short = [], []
+    for c in range(ds.n_classes):
+        members = np.flatnonzero(ds.labels == c)
+        if len(members) < n_per_class:
+            short.append(f"{ds.class_names[c]!r} ({len(members)})")
+            picked.append(members)
+        else:
+            picked.append(rng.choice(members, size=n_per_class, replace=False))
+    if short:
+        warnings.warn(
+            f"{ds.name}: fewer than {n_per_class} images in class(es) {', '.join(short)}; took all",
+            stacklevel=2,
+        )
+    return ds.subset(np.sort(np.concatenate(picked)))
+
+
+def cv_splits(
+    ds: ImageSet, k: int, seed: int, test_fraction: float = 0.15, val_fraction: float = 0.05
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """k repetitions of a random train/val/test split, 80/5/15 by default (thesis 3.4.3).
+
+    Group-disjoint when ``ds.groups`` is set (the same patient never spans two splits), and stratified by
+    class: groups are stratified by their majority label, and each class stratum gives at least one group to
+    validation and test.
+
+    Returns
+    -------
+    list of (train_idx, val_idx, test_idx), sorted int64 arrays.
+
+    Raises
+    ------
+    IncompatibleError
+        If a split of some repetition would hold a single class.
+    """
+    if not isinstance(k, int | np.integer) or k <= 0:
+        raise ConfigError(f"k must be a positive int; got {k!r}")
+    if not (0 < test_fraction < 1 and 0 < val_fraction < 1 and test_fraction + val_fraction < 1):
+        raise ConfigError(
+            f"fractions must be in (0, 1) with test+val < 1; got {test_fraction}, {val_fraction}"
+        )
+    N = len(ds)
+    groups = ds.groups if ds.groups is not None else np.arange(N).astype(str)
+    gid, ginv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    if ds.multi_label:
+        gclass = np.zeros(len(gid), dtype=np.int64)
+    else:  # majority label per group
+        table = np.zeros((len(gid), ds.n_classes), dtype=np.int64)
+        np.add.at(table, (ginv, ds.labels), 1)
+        gclass = table.argmax(1)
+    gsize = np.bincount(ginv, minlength=len(gid))
+    out = []
+    for rep in range(k):
+        rng = np.random.default_rng([seed, rep])
+        split_of_group = np.zeros(len(gid), dtype=np.int8)  # 0 train, 1 val, 2 test
+        for c in np.unique(gclass):
+            members = rng.permutation(np.flatnonzero(gclass == c))
+            total = gsize[members].sum()
+            csum = np.cumsum(gsize[members])
+            n_test = (
+                max(1, int(np.searchsorted(csum, test_fraction * total, side="left")) + 1)
+                if len(members) >= 3
+                else 0
+            )
+            rest = members[n_test:]
+            csum2 = np.cumsum(gsize[rest])
+            n_val = (
+                max(1, int(np.searchsorted(csum2, val_fraction * total, side="left")) + 1)
+                if len(members) >= 3
+                else 0
+            )
+            n_val = min(n_val, max(len(rest) - 1, 0))
+            split_of_group[members[:n_test]] = 2
+            split_of_group[rest[:n_val]] = 1
+        s = split_of_group[ginv]
+        parts = tuple(np.flatnonzero(s == j).astype(np.int64) for j in (0, 1, 2))
+        if not ds.multi_label:
+            for part, pname in zip(parts, ("train", "val", "test"), strict=True):
+                present = np.unique(ds.labels[part])
+                if len(present) < 2:
+                    raise IncompatibleError(
+                        f"cv_splits({ds.name!r}, seed={seed}) repetition {rep}: the {pname} split holds "
+                        f"{len(part)} image(s) of {len(present)} class(es) "
+                        f"{[ds.class_names[i] for i in present]}; "
+                        "every split needs at least two classes (use more data or larger fractions)"
+                    )
+        out.append(parts)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+"""Per-source normalisation (6.4.2): ImageNet statistics for ImageNet weights, else mean 0.5 / std 0.5."""
+
+
+def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC images -> float32 ``(N, 3, H, W)`` in [0, 1]; grey is repeated to 3 channels."""
+    x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise IncompatibleError(f"to_tensor expects (N, H, W, C) with C in (1, 3); got {tuple(x.shape)}")
+    scale = 255.0 if x.dtype == torch.uint8 else 1.0
+    x = x.permute(0, 3, 1, 2).to(torch.float32).div_(scale)
+    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
+
+
+def resize(images: np.ndarray | torch.Tensor, size: int, chunk: int = 4096) -> np.ndarray | torch.Tensor:
+    """Batched resize to ``size x size`` without cropping (bilinear, antialiased when shrinking).
+
+    uint8 NHWC numpy in -> uint8 NHWC numpy out; float ``(B, C, H, W)`` tensor in -> tensor out (same device).
+    """
+    if isinstance(images, torch.Tensor):
+        if images.shape[-2:] == (size, size):
+            return images
+        return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if images.shape[1:3] == (size, size):
+        return images
+    out = np.empty((len(images), size, size, images.shape[-1]), dtype=np.uint8)
+    for i in range(0, len(images), chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[i : i + chunk])).permute(0, 3, 1, 2).float()
+        y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[i : i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
+
+
+def normalize(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``(x - mean) / std`` per channel with the statistics ``NORMALIZATION[name]`` (6.4.2)."""
+    if name not in NORMALIZATION:
+        raise unknown_choice("normalization", name, NORMALIZATION)
+    mean, std = (
+        torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in NORMALIZATION[name]
+    )
+    return (x - mean) / std
+
+
+AUGMENT_POLICIES = ("none", "ch3", "ch6")
+
+
+def adjust_sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Batched PIL-style sharpness (as ``torchvision`` ``adjust_sharpness``) with a box sum instead of a conv.
+
+    The PIL smoothing kernel is ``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13`` = (3x3 box sum + 4 x centre) / 13;
+    ``avg_pool2d`` computes the box sum several times faster than torchvision's depthwise conv on CPU.
+    Border pixels stay unchanged, as in PIL.
+    """
+    inner = (F.avg_pool2d(x, 3, stride=1) * 9 + 4 * x[..., 1:-1, 1:-1]) / 13
+    degenerate = x.clone()
+    degenerate[..., 1:-1, 1:-1] = inner
+    return (factor * x + (1 - factor) * degenerate).clamp_(0, 1)
+
+
+def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
+    return torch.rand(n, generator=g, dtype=torch.float64) * (hi - lo) + lo
+
+
+class BatchAugment(nn.Module):
+    """Random augmentation of a whole float batch ``(B, C, H, W)`` in [0, 1], on any device.
+
+    Policies
+    --------
+    ``'ch3'`` (3.4.1, Keras ``ImageDataGenerator``): rotation range 10 deg, width/height shift 0.1, shear 0.1
+        (Keras gives shear in degrees, so 0.1 deg), zoom 0.1 (x and y zoom drawn independently in [0.9, 1.1]),
+        fill mode 'nearest' (border replicate), horizontal flip unless the target is chest X-ray (``hflip``).
+        Implemented as one batched ``affine_grid`` + ``grid_sample`` with the Keras matrix order
+        rotation @ shift @ shear @ zoom (output -> input coordinates, about the image centre).
+    ``'ch6'`` (6.4.2): horizontal flip p=0.5, random resized crop (scale 0.08-1, ratio 3/4-4/3), rotation
+        within +-5 deg (zero fill), then each with p=0.5: sharpness (factor 2), autocontrast, equalize.
+        Flip, crop and rotation are one ``grid_sample``; the colour ops are torchvision's batched kernels.
+    ``'none'``: identity.
+
+    Random parameters are drawn on the CPU from ``generator`` (or the module's own seeded one), so a seed
+    gives the same augmentation on every device. In eval mode (``.eval()``) the module is the identity.
+
+    Parameters
+    ----------
+    policy : str
+    hflip : bool
+        Random horizontal flips (False for chest X-ray targets in 'ch3').
+    seed : int, optional
+        Seed of the module's own generator, used when ``forward`` gets none.
+    **params
+        Override ranges: ``rotation, shift, shear, zoom`` (ch3);
+        ``scale, ratio, degrees, sharpness, p`` (ch6).
+    """
+
+    CH3 = {"rotation": 10.0, "shift": 0.1, "shear": 0.1, "zoom": 0.1}
+    CH6 = {"scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "degrees": 5.0, "sharpness": 2.0, "p": 0.5}
+
+    def __init__(
+        self, policy: str = "ch3", hflip: bool = True, seed: int | None = None, **params: Any
+    ) -> None:
+        super().__init__()
+        if policy not in AUGMENT_POLICIES:
+            raise unknown_choice("augmentation policy", policy, AUGMENT_POLICIES)
+        defaults = self.CH3 if policy == "ch3" else self.CH6 if policy == "ch6" else {}
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise unknown_choice(f"{policy} augmentation parameter", sorted(unknown)[0], list(defaults))
+        self.policy, self.hflip = policy, bool(hflip)
+        self.params = {**defaults, **params}
+        self.generator = torch.Generator().manual_seed(
+            seed if seed is not None else torch.initial_seed() % 2**63
+        )
+
+    def extra_repr(self) -> str:
+        return f"policy={self.policy!r}, hflip={self.hflip}, params={self.params}"
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.policy == "none" or not self.training:
+            return x
+        if x.ndim != 4:
+            raise IncompatibleError(f"BatchAugment expects (B, C, H, W); got {tuple(x.shape)}")
+        g = generator if generator is not None else self.generator
+        if g.device.type != "cpu":
+            raise ConfigError("BatchAugment draws its parameters on the CPU; pass a CPU torch.Generator")
+        if self.policy == "ch3":
+            return self._ch3(x, g)
+        return self._ch6(x, g)
+
+    # -- geometry helpers: matrices act on pixel coordinates centred on the image (x right, y down)
+    @staticmethod
+    def _to_theta(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Centred pixel-space output->input matrices (B, 3, 3) -> affine_grid theta (B, 2, 3)."""
+        s = torch.diag(torch.tensor([w / 2, h / 2, 1.0], dtype=m.dtype))
+        s_inv = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], dtype=m.dtype))
+        return (s_inv @ m @ s)[:, :2]
+
+    def _ch3(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        p = self.params
+        theta = torch.deg2rad(_uniform(g, b, -p["rotation"], p["rotation"]))
+        tx = _uniform(g, b, -p["shift"], p["shift"]) * w
+        ty = _uniform(g, b, -p["shift"], p["shift"]) * h
+        shear = torch.deg2rad(_uniform(g, b, -p["shear"], p["shear"]))
+        zx = _uniform(g, b, 1 - p["zoom"], 1 + p["zoom"])
+        zy = _uniform(g, b, 1 - p["zoom"], 1 + p["zoom"])
+        flip = (torch.rand(b, generator=g) < 0.5) if self.hflip else torch.zeros(b, dtype=torch.bool)
+        eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+        rot, shift, sh, zoom, fl = eye.clone(), eye.clone(), eye.clone(), eye.clone(), eye.clone()
+        c, s = torch.cos(theta), torch.sin(theta)
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = c, -s, s, c
+        shift[:, 0, 2], shift[:, 1, 2] = tx, ty
+        sh[:, 0, 1], sh[:, 1, 1] = -torch.sin(shear), torch.cos(shear)
+        zoom[:, 0, 0], zoom[:, 1, 1] = zx, zy
+        fl[:, 0, 0] = torch.where(flip, -1.0, 1.0).double()
+        m = rot @ shift @ sh @ zoom @ fl
+        grid = F.affine_grid(
+            self._to_theta(m, h, w).to(x.device, x.dtype), list(x.shape), align_corners=False
+        )
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def _ch6(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        b, _, h, w = x.shape
+        p = self.params
+        # Random resized crop box (torchvision's rule, vectorised: 10 tries, fall back to the central crop).
+        area = h * w
+        tries = 10
+        scale = _uniform(g, b * tries, *p["scale"]).view(b, tries) * area
+        logr = _uniform(g, b * tries, math.log(p["ratio"][0]), math.log(p["ratio"][1])).view(b, tries)
+        ratio = torch.exp(logr)
+        cw = torch.sqrt(scale * ratio).round()
+        ch = torch.sqrt(scale / ratio).round()
+        ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+        first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((b,), -1))
+        sel = first.clamp(min=0)
+        cw = torch.where(first >= 0, cw.gather(1, sel[:, None])[:, 0], torch.tensor(float(min(h, w))))
+        ch = torch.where(first >= 0, ch.gather(1, sel[:, None])[:, 0], torch.tensor(float(min(h, w))))
+        u1, u2 = (
+            torch.rand(b, generator=g, dtype=torch.float64),
+            torch.rand(b, generator=g, dtype=torch.float64),
+        )
+        x0 = torch.floor(u1 * (w - cw + 1))
+        y0 = torch.floor(u2 * (h - ch + 1))
+        cx, cy = x0 + cw / 2 - w / 2, y0 + ch / 2 - h / 2  # crop centre, centred pixel coords
+        flip = torch.rand(b, generator=g) < 0.5
+        angle = torch.deg2rad(_uniform(g, b, -p["degrees"], p["degrees"]))
+        do_sharp, do_auto, do_eq = (torch.rand(b, generator=g) < p["p"] for _ in range(3))
+        eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
+        rot, crop = eye.clone(), eye.clone()
+        c, s = torch.cos(angle), torch.sin(angle)
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = c, -s, s, c
+        # output (rotated) -> crop window (output-sized) -> input; flip applied to the input first.
+        crop[:, 0, 0], crop[:, 1, 1] = cw / w, ch / h
+        crop[:, 0, 2], crop[:, 1, 2] = cx, cy
+        fl = eye.clone()
+        fl[:, 0, 0] = torch.where(flip, -1.0, 1.0).double()
+        dev, dt = x.device, x.dtype
+        grid_rot = F.affine_grid(self._to_theta(rot, h, w).to(dev, dt), [b, 1, h, w], align_corners=False)
+        inside = (grid_rot.abs() <= 1).all(-1, keepdim=True).permute(0, 3, 1, 2)  # rotation's zero fill
+        m2 = self._to_theta(fl @ crop, h, w).to(dev, dt)  # (B, 2, 3) applied to the rotated grid
+        grid = grid_rot @ m2[:, :, :2].transpose(1, 2)[:, None] + m2[:, None, None, :, 2]
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False) * inside
+        out = out.clamp_(0, 1)
+
+        def where(mask: torch.Tensor, a: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask.to(dev).view(-1, 1, 1, 1), a, b_)
+
+        if do_sharp.any():
+            out = where(do_sharp, adjust_sharpness(out, p["sharpness"]), out)
+        if do_auto.any():
+            out = where(do_auto, TF.autocontrast(out), out)
+        if do_eq.any():
+            out = where(do_eq, TF.equalize(out), out)
+        return out
+
+
+def reference_transform(policy: str, hflip: bool = True, size: int | None = None):
+    """The per-sample torchvision (PIL) pipeline equivalent to :class:`BatchAugment` (benchmark baseline).
+
+    Returns a ``torchvision.transforms.Compose`` from a PIL image to a float tensor in [0, 1]. ``'ch3'`` uses
+    ``RandomAffine`` (no 'nearest' fill mode in torchvision: borders are filled with 0).
+    """
+    from torchvision import transforms as T
+
+    if policy not in AUGMENT_POLICIES:
+        raise unknown_choice("augmentation policy", policy, AUGMENT_POLICIES)
+    ops: list[Any] = []
+    if policy == "ch3":
+        ops = [T.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=0.1)]
+        if hflip:
+            ops.append(T.RandomHorizontalFlip())
+    elif policy == "ch6":
+        if size is None:
+            raise ConfigError("reference_transform('ch6') needs the output size for RandomResizedCrop")
+        ops = [
+            T.RandomHorizontalFlip(),
+            T.RandomResizedCrop(size),
+            T.RandomRotation(5),
+            T.RandomAdjustSharpness(2.0),
+            T.RandomAutocontrast(),
+            T.RandomEqualize(),
+        ]
+    return T.Compose([*ops, T.ToTensor()])

@@ -1,0 +1,700 @@
+"""Transferability estimation (thesis Chapter 6): score a pre-trained source for a target without fine-tuning.
+
+Per-source scores take the target's penultimate features ``(n, D)`` (or the source's softmax, for LEEP) and the
+target labels ``(n,)``:
+
+- :func:`logme` (You et al., 2021), :func:`leep` (Nguyen et al., 2020), :func:`nleep` (Li et al., 2021),
+  :func:`parc` (Bolya et al., 2021), :func:`sfda` (Shao et al., 2022);
+- the thesis metric's two terms (6.3.2): :func:`label_prediction_score` S_LP (Eq. 6.2, NCA + 5-NN) and
+  :func:`feature_update_score` S_FU (Eqs. 6.3-6.4, ratio of triplet-loss gradient norms of the second and first
+  convolution).
+
+Set-level scores normalise across the candidate sources of one target and take a mapping source -> inputs:
+:func:`ncti` (Wang et al., 2023) and :func:`transferability_score` (Eqs. 6.5, 6.6 and 6.8).
+
+Every metric is implemented from its paper's definition. Where the thesis's study (the authors' public code,
+DovileDo/transferability-in-medical-imaging) used a different variant or setting, a keyword offers it and the
+docstring names the difference; :data:`THESIS_SETTINGS` collects the keywords that reproduce the study.
+
+Degenerate input is refused early with a :class:`ValueError` naming the problem: fewer than two classes, NaN or
+infinite features, features that are constant over the target set, labels that do not match the features.
+n < D (the thesis's low-data case: 200 images of a binary target, D = 512) is supported by every metric.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = [
+    "logme",
+    "leep",
+    "nleep",
+    "parc",
+    "sfda",
+    "ncti",
+    "label_prediction_score",
+    "feature_update_score",
+    "transferability_score",
+    "minmax",
+    "nca_fit",
+    "THESIS_SETTINGS",
+    "METHODS",
+]
+
+#: Keyword settings that reproduce the thesis's study (its public code), per metric.
+THESIS_SETTINGS: dict[str, dict] = {
+    "logme": {"variant": "thesis"},
+    "nleep": {"variant": "thesis"},
+    "ncti": {"variant": "thesis"},
+    "label_prediction_score": {"reduce": "mean", "n_components": 50},
+    "feature_update_score": {"n_batches": 6},
+}
+
+#: The seven methods compared in Tables 6.2 / 6.3, in the thesis's column order.
+METHODS: tuple[str, ...] = ("logme", "parc", "sfda", "ncti", "leep", "nleep", "ours")
+
+
+# ----------------------------------------------------------------------------------------------- validation
+def _check_labels(labels, n: int | None = None) -> tuple[np.ndarray, int]:
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of class indices, got shape {y.shape}")
+    if n is not None and y.shape[0] != n:
+        raise ValueError(f"labels have {y.shape[0]} entries but there are {n} samples")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError("labels must be integer class indices")
+    classes, y = np.unique(y, return_inverse=True)
+    if classes.size < 2:
+        raise ValueError(
+            f"transferability needs at least two classes in the target labels, got one ({classes[0]}): "
+            "every source would predict a single class perfectly"
+        )
+    return y.astype(np.int64), int(classes.size)
+
+
+def _check_features(features, labels) -> tuple[np.ndarray, np.ndarray, int]:
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"features must be a 2-D array (n, D), got shape {x.shape}")
+    if x.shape[0] < 3:
+        raise ValueError(f"need at least 3 samples, got {x.shape[0]}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError("features contain NaN or infinite values (a diverged source model?)")
+    if np.all(np.ptp(x, axis=0) == 0):
+        raise ValueError("features are constant over the target set: the source maps every image to the same "
+                         "representation, so no score can rank it")
+    y, c = _check_labels(labels, x.shape[0])
+    return x, y, c
+
+
+def _check_probs(probs, labels) -> tuple[np.ndarray, np.ndarray, int]:
+    p = np.asarray(probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"source_probs must be 2-D (n, source classes), got shape {p.shape}")
+    if not np.all(np.isfinite(p)):
+        raise ValueError("source_probs contain NaN or infinite values")
+    if np.any(p < 0) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-4):
+        raise ValueError("source_probs must be probabilities (rows >= 0 summing to 1): apply a softmax over the "
+                         "source's own classes to the logits first")
+    y, c = _check_labels(labels, p.shape[0])
+    return p, y, c
+
+
+def minmax(values) -> np.ndarray:
+    """Min-max normalisation across the candidate set (thesis Eq. 6.5); NaN entries stay NaN.
+
+    Raises
+    ------
+    ValueError
+        When fewer than two finite values, or all finite values are equal (the normalisation is undefined: the
+        term cannot rank the candidates).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    if finite.sum() < 2:
+        raise ValueError("min-max normalisation needs at least two candidates with a finite score")
+    lo, hi = v[finite].min(), v[finite].max()
+    if hi == lo:
+        raise ValueError("all candidates have the same score; min-max normalisation (Eq. 6.5) is undefined")
+    return (v - lo) / (hi - lo)
+
+
+# --------------------------------------------------------------------------------------------------- LogME
+def logme(features, labels, *, variant: str = "paper", tol: float = 1e-3, max_iter: int = 11) -> float:
+    """LogME: mean over classes of the per-sample log maximum evidence of a Bayesian linear model (You et al.
+    2021, Eq. 2, maximised by the fixed-point iteration of You et al. 2022, Algorithm 2).
+
+    For each class k, regress the one-hot target column y_k on the features F with prior w ~ N(0, 1/alpha I)
+    and noise N(0, 1/beta); the evidence is
+
+        log p(y|F, alpha, beta) = n/2 log beta + D/2 log alpha - n/2 log 2 pi - beta/2 ||F m - y||^2
+                                  - alpha/2 ||m||^2 - 1/2 log |alpha I + beta F^T F|,
+
+    maximised over alpha, beta and divided by n.
+
+    Parameters
+    ----------
+    features : (n, D) array
+    labels : (n,) int array
+    variant : {"paper", "thesis"}
+        ``"paper"``: log|A| sums over all D eigenvalues of F^T F, including the D - rank zero ones (each
+        contributes log alpha), as in the paper's equation. ``"thesis"``: the public LogME code the thesis's
+        study used sums only over the min(n, D) singular values, which changes the score when n < D (the
+        thesis's case: 200 images, D = 512).
+    tol, max_iter : float, int
+        Stop when alpha/beta changes by less than ``tol`` (relative), at most ``max_iter`` iterations (the
+        paper's defaults).
+    """
+    if variant not in ("paper", "thesis"):
+        raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
+    f, y, c = _check_features(features, labels)
+    n, d = f.shape
+    u, s, _ = np.linalg.svd(f, full_matrices=False)
+    keep = s > 1e-10 * s.max()
+    u, sigma = u[:, keep], (s[keep] ** 2)
+    n_zero = d - sigma.size if variant == "paper" else 0
+    evidences = []
+    for k in range(c):
+        yk = (y == k).astype(np.float64)
+        x2 = (u.T @ yk) ** 2
+        res_x2 = float(yk @ yk - x2.sum())
+        alpha, beta = 1.0, 1.0
+        for _ in range(max_iter):
+            t = alpha / beta
+            gamma = float((sigma / (sigma + t)).sum())
+            m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
+            res2 = float((x2 * (t / (t + sigma)) ** 2).sum() + max(res_x2, 0.0))
+            alpha = gamma / (m2 + 1e-5)
+            beta = (n - gamma) / (res2 + 1e-5)
+            if abs(alpha / beta - t) / t <= tol:
+                break
+        t = alpha / beta
+        m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
+        res2 = float((x2 * (t / (t + sigma)) ** 2).sum() + max(res_x2, 0.0))
+        ev = (d / 2 * math.log(alpha) + n / 2 * math.log(beta)
+              - 0.5 * (np.log(alpha + beta * sigma).sum() + n_zero * math.log(alpha))
+              - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * math.log(2 * math.pi))
+        evidences.append(ev / n)
+    return float(np.mean(evidences))
+
+
+# ---------------------------------------------------------------------------------------------------- LEEP
+def _leep_from_assignments(theta: np.ndarray, y: np.ndarray, c: int, *, log: bool) -> float:
+    n = theta.shape[0]
+    joint = np.zeros((c, theta.shape[1]))
+    np.add.at(joint, y, theta / n)  # P(y, z) = 1/n sum_i theta_z(x_i) [y_i = y]
+    pz = joint.sum(axis=0, keepdims=True)
+    cond = np.divide(joint, pz, out=np.zeros_like(joint), where=pz > 0)  # P(y | z)
+    eep = (theta @ cond.T)[np.arange(n), y]  # empirical predictor's probability of the true label
+    if log:
+        return float(np.mean(np.log(np.maximum(eep, 1e-300))))
+    return float(np.mean(eep))
+
+
+def leep(source_probs, labels) -> float:
+    """LEEP (Nguyen et al. 2020, Eq. 2): average log-likelihood of the expected empirical predictor.
+
+    With theta(x) the source model's softmax over its own C_s classes,
+    P(y, z) = 1/n sum_i theta_z(x_i) [y_i = y], P(y|z) = P(y, z) / P(z), and
+
+        LEEP = 1/n sum_i log( sum_z P(y_i | z) theta_z(x_i) ).
+
+    Parameters
+    ----------
+    source_probs : (n, C_s) array of probabilities (softmax over the source's label space, not logits)
+    labels : (n,) int array of target labels
+    """
+    p, y, c = _check_probs(source_probs, labels)
+    return _leep_from_assignments(p, y, c, log=True)
+
+
+def nleep(features, labels, *, random_state: int = 0, variant: str = "paper", energy: float = 0.8,
+          components_per_class: int = 5) -> float:
+    """Gaussian LEEP, N-LEEP (Li et al. 2021): LEEP with the source head replaced by a Gaussian mixture.
+
+    PCA keeps ``energy`` of the feature variance, a Gaussian mixture with ``components_per_class`` x C
+    components is fitted on the reduced target features, and its posterior p(v|x) plays the role of theta(x)
+    in :func:`leep`.
+
+    Parameters
+    ----------
+    variant : {"paper", "thesis"}
+        ``"paper"``: mean log-likelihood, as LEEP. ``"thesis"``: the thesis's study averaged the empirical
+        predictor's *probability* of the true label without the log (its published N-LEEP scores lie in
+        [0, 1]).
+    random_state : int
+        Seed of PCA and the mixture's initialisation.
+    """
+    if variant not in ("paper", "thesis"):
+        raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    f, y, c = _check_features(features, labels)
+    reduced = PCA(n_components=energy, random_state=random_state).fit_transform(f)
+    k = min(components_per_class * c, f.shape[0])
+    gmm = GaussianMixture(n_components=k, random_state=random_state, reg_covar=1e-4).fit(reduced)
+    theta = gmm.predict_proba(reduced)
+    return _leep_from_assignments(theta, y, c, log=(variant == "paper"))
+
+
+# ---------------------------------------------------------------------------------------------------- PARC
+def parc(features, labels, *, n_dims: int = 32, random_state: int = 0) -> float:
+    """PARC (Bolya et al. 2021): Spearman correlation between the feature and label dissimilarity matrices.
+
+    Features are reduced to ``n_dims`` by PCA (the paper's 32) and standardised; the representation
+    dissimilarity matrices are 1 - Pearson correlation between samples (of features, and of one-hot labels);
+    the score is 100 x Spearman's rho of their upper triangles.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.decomposition import PCA
+
+    f, y, c = _check_features(features, labels)
+    dims = min(n_dims, f.shape[0], f.shape[1])
+    if dims < f.shape[1]:
+        f = PCA(n_components=dims, random_state=random_state).fit_transform(f)
+    std = f.std(axis=0)
+    f = (f - f.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    if np.any(np.ptp(f, axis=1) == 0):
+        raise ValueError("PARC: a sample has identical values in every reduced feature; its correlation to the "
+                         "other samples is undefined")
+    onehot = np.eye(c)[y]
+    iu = np.triu_indices(f.shape[0], 1)
+    rdm_f = 1 - np.corrcoef(f)
+    rdm_y = 1 - np.corrcoef(onehot)
+    rho = spearmanr(rdm_f[iu], rdm_y[iu]).statistic
+    return float(rho * 100)
+
+
+# ---------------------------------------------------------------------------------------------------- SFDA
+def _shrunk(cov: np.ndarray, lam: float) -> np.ndarray:
+    d = cov.shape[0]
+    out = (1.0 - lam) * cov
+    out.flat[:: d + 1] += lam * np.trace(cov) / d
+    return out
+
+
+def _fda_probs(x: np.ndarray, y: np.ndarray, c: int, lam: float | None) -> tuple[np.ndarray, float]:
+    """Regularised FDA of SFDA: returns softmax class probabilities and the shrinkage used."""
+    from scipy import linalg
+
+    priors = np.bincount(y, minlength=c) / y.size
+    means = np.stack([x[y == k].mean(axis=0) for k in range(c)])
+    sw = sum(priors[k] * np.cov(x[y == k].T, bias=True).reshape(x.shape[1], x.shape[1]) for k in range(c))
+    if lam is None:
+        # adaptive shrinkage lambda = exp(-a * largest eigenvalue of S_w), a = 5 (SFDA Eq. 4)
+        top = float(linalg.eigvalsh(sw, subset_by_index=[sw.shape[0] - 1, sw.shape[0] - 1])[0])
+        lam = max(math.exp(-5.0 * top), 1e-10)
+    st = _shrunk(np.cov(x.T, bias=True), lam)
+    sw_s = _shrunk(sw, lam)
+    sb = st - sw_s
+    _, vecs = linalg.eigh(sb, sw_s)
+    coef = means @ vecs @ vecs.T
+    intercept = -0.5 * np.einsum("kd,kd->k", means, coef) + np.log(priors)
+    logits = x @ coef.T + intercept
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True), lam
+
+
+def sfda(features, labels) -> float:
+    """SFDA (Shao et al. 2022): self-challenging Fisher discriminant analysis.
+
+    1. Reg-FDA: Fisher projection with the within-class scatter shrunk by lambda = exp(-5 sigma_max(S_w))
+       (SFDA Eq. 4); class probabilities from the Gaussian classifier in that space.
+    2. ConfMix (self-challenging): each sample is mixed toward the mean of the other classes by one minus its
+       softened probability of the true class, x <- p x + (1 - p) mu_{-y}.
+    3. Reg-FDA again (same lambda) on the mixed features; the score is the mean probability of the true class.
+
+    As in SFDA's reference code (which the thesis's study used), the final expectation is taken over
+    probabilities, not log-probabilities. The largest eigenvalue of S_w is computed exactly (the reference code
+    uses three power iterations). In the low-data regime (binary targets, n = 200 < D) the probabilities
+    saturate at 1 for every source, so SFDA cannot rank them (Table 6.2, "-").
+    """
+    f, y, c = _check_features(features, labels)
+    prob, lam = _fda_probs(f, y, c, None)
+    soft = np.exp(prob) / np.exp(prob).sum(axis=1, keepdims=True)
+    means = np.stack([f[y == k].mean(axis=0) for k in range(c)])
+    others = (means.sum(axis=0, keepdims=True) - means) / (c - 1)
+    w = soft[np.arange(y.size), y][:, None]
+    mixed = w * f + (1 - w) * others[y]
+    prob2, _ = _fda_probs(mixed, y, c, lam)
+    return float(prob2[np.arange(y.size), y].mean())
+
+
+# ---------------------------------------------------------------------------------------------------- NCTI
+def _ncti_terms(x: np.ndarray, y: np.ndarray, c: int, variant: str, random_state: int) -> tuple[float, float, float]:
+    from sklearn.decomposition import PCA
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    dims = min(64, x.shape[0], x.shape[1])
+    pca = PCA(n_components=dims, random_state=random_state)
+    z = pca.fit_transform(x)
+    lam = max(math.exp(-float(pca.explained_variance_[:32].sum())), 1e-10)
+    lda = (LinearDiscriminantAnalysis(solver="svd") if lam == 1e-10
+           else LinearDiscriminantAnalysis(solver="eigen", shrinkage=lam))
+    low = lda.fit_transform(z, y)
+    low = low - low.mean(axis=0, keepdims=True)
+    seli = float(np.linalg.norm(low, ord="nuc"))
+    probs = lda.predict_proba(z)
+    ncc = float(probs[np.arange(y.size), y].mean())
+    nuc = float(sum(np.linalg.norm(probs[y == k], ord="nuc") for k in range(c)))
+    vc = math.log(nuc) if variant == "thesis" else -nuc
+    return seli, ncc, vc
+
+
+def ncti(features: Mapping[str, np.ndarray], labels, *, variant: str = "paper",
+         random_state: int = 0) -> pd.Series:
+    """NCTI (Wang et al. 2023): how far each source is from neural collapse on the target, across a source set.
+
+    For each source: PCA to 64 dims, shrinkage LDA; S_seli = nuclear norm of the centred LDA projection (SELI
+    geometry), S_ncc = mean LDA probability of the true class (nearest-centre classifier), S_vc = minus the sum
+    over classes of the nuclear norm of the class's predicted probabilities (within-class variability collapse).
+    Each term is min-max normalised over the candidate sources and the three are summed.
+
+    Parameters
+    ----------
+    features : mapping source name -> (n, D) features of the same target images
+    labels : (n,) int array
+    variant : {"paper", "thesis"}
+        ``"thesis"``: the thesis's study used S_vc = +log(sum of nuclear norms), i.e. with the opposite sign to
+        the paper, so its NCTI rewards within-class *variability* (its published NCTI reaches 3.0 = all three
+        normalised terms at their maximum).
+
+    Returns
+    -------
+    pandas Series indexed by source.
+    """
+    if variant not in ("paper", "thesis"):
+        raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
+    if len(features) < 2:
+        raise ValueError("NCTI normalises across candidate sources; give at least two")
+    terms = {}
+    for name, x in features.items():
+        f, y, c = _check_features(x, labels)
+        terms[name] = _ncti_terms(f, y, c, variant, random_state)
+    table = pd.DataFrame(terms, index=["seli", "ncc", "vc"]).T
+    total = sum(_minmax_or_zero(table[col].to_numpy()) for col in table.columns)
+    return pd.Series(total, index=table.index, name="ncti")
+
+
+def _minmax_or_zero(v: np.ndarray) -> np.ndarray:
+    # A term equal for all sources carries no ranking information: it contributes 0 rather than 0/0.
+    return np.zeros_like(v, dtype=float) if np.ptp(v) == 0 else minmax(v)
+
+
+# ----------------------------------------------------------------------------------------------------- NCA
+def _nca_objective(at: torch.Tensor, x: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    z = x @ at  # at = A^T, (D, k): keeps the parameter's gradient contiguous for L-BFGS
+    sq = (z * z).sum(1)
+    dist = sq[:, None] + sq[None, :] - 2 * z @ z.T
+    dist.fill_diagonal_(float("inf"))  # p_ii = 0
+    p = torch.softmax(-dist, dim=1)
+    return (p * same).sum()  # expected number of correctly classified points (Goldberger et al. 2004, Eq. 1)
+
+
+def nca_fit(features, labels, *, n_components: int = 50, max_iter: int = 50, tol: float = 1e-5,
+            random_state: int = 0, backend: str = "torch") -> np.ndarray:
+    """Neighbourhood Components Analysis (Goldberger et al. 2004): the linear map A maximising the expected
+    leave-one-out nearest-neighbour accuracy sum_i sum_{j: y_j = y_i} softmax_j(-||A x_i - A x_j||^2).
+
+    Parameters
+    ----------
+    backend : {"torch", "sklearn"}
+        ``"sklearn"``: :class:`sklearn.neighbors.NeighborhoodComponentsAnalysis` (L-BFGS-B through SciPy, the
+        thesis's study). ``"torch"``: the same objective and initialisation, optimised by L-BFGS on torch tensors
+        with autograd; about an order of magnitude faster at n = 1000, D = 512 (see ``bench/``), so NCA is not
+        the chapter's bottleneck. Both start from the PCA projection (sklearn's ``init="auto"`` when
+        n_components exceeds the number of classes).
+    n_components : int
+        Output dimension (the thesis's study used 50), capped at min(n, D).
+
+    Returns
+    -------
+    (n_components, D) projection matrix A; project with ``features @ A.T``.
+    """
+    f, y, c = _check_features(features, labels)
+    k = min(n_components, f.shape[0], f.shape[1])
+    if backend == "sklearn":
+        from sklearn.neighbors import NeighborhoodComponentsAnalysis
+
+        nca = NeighborhoodComponentsAnalysis(n_components=k, max_iter=max_iter, tol=tol,
+                                             random_state=random_state)
+        return nca.fit(f, y).components_
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; valid choices: torch, sklearn")
+    from sklearn.decomposition import PCA
+
+    if k <= min(c, f.shape[1]) and c > 1:
+        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+        init = LinearDiscriminantAnalysis(n_components=min(k, c - 1)).fit(f, y).scalings_.T[:k]
+        if init.shape[0] < k:
+            init = PCA(n_components=k, random_state=random_state).fit(f).components_
+    else:
+        init = PCA(n_components=k, random_state=random_state).fit(f).components_
+    # float32: ~8x faster than float64 on CPU here, and the objective is a sum of softmax probabilities
+    x = torch.as_tensor(f - f.mean(axis=0), dtype=torch.float32)  # centring: distances unchanged
+    same = torch.as_tensor(y[:, None] == y[None, :], dtype=torch.float32)
+    at = torch.tensor(np.ascontiguousarray(init.T), dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.LBFGS([at], max_iter=max_iter, tolerance_change=tol * 1e-3, tolerance_grad=tol,
+                            history_size=10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = -_nca_objective(at, x, same) / f.shape[0]
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return at.detach().numpy().T.astype(np.float64)
+
+
+def nca_loo_accuracy(embedded, labels) -> float:
+    """Leave-one-out 1-NN accuracy of an embedding: the quantity NCA maximises (in expectation)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    z = np.asarray(embedded, dtype=np.float64)
+    y, _ = _check_labels(labels, z.shape[0])
+    idx = NearestNeighbors(n_neighbors=2).fit(z).kneighbors(z, return_distance=False)[:, 1]
+    return float((y[idx] == y).mean())
+
+
+# ---------------------------------------------------------------------------------------- thesis metric
+def label_prediction_score(features, labels, *, n_components: int = 50, n_neighbors: int = 5,
+                           reduce: str = "sum", exclude_self: bool = False, random_state: int = 0,
+                           backend: str = "torch") -> float:
+    """Label prediction probability S_LP (thesis Eq. 6.2): NCA on the penultimate features, then a k-NN
+    (k = 5) estimate of p(y|x~), summed over the target set.
+
+        S_LP(phi_m, T) = sum_i p(y_i | x~_i),   x~_i = A x^_i
+
+    Parameters
+    ----------
+    n_components : int
+        NCA output dimension (thesis study: 50).
+    reduce : {"sum", "mean"}
+        Eq. 6.2 sums; the thesis's study divided by n (its published S_LP lie in [0, 1]). For one target both
+        rank sources identically.
+    exclude_self : bool
+        The thesis's study fits the k-NN on the target set and queries the same points, so each point is one of
+        its own 5 neighbours (``False``, default). ``True`` gives the leave-one-out estimate.
+    backend : {"torch", "sklearn"}
+        NCA optimiser, see :func:`nca_fit`.
+    """
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"unknown reduce {reduce!r}; valid choices: sum, mean")
+    from sklearn.neighbors import NearestNeighbors
+
+    f, y, c = _check_features(features, labels)
+    a = nca_fit(f, y, n_components=n_components, random_state=random_state, backend=backend)
+    z = f @ a.T
+    k = min(n_neighbors + int(exclude_self), f.shape[0])
+    idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z, return_distance=False)
+    if exclude_self:
+        idx = idx[:, 1:]
+    p_true = (y[idx] == y[:, None]).mean(axis=1)  # uniform-weight k-NN posterior of the true class
+    return float(p_true.sum() if reduce == "sum" else p_true.mean())
+
+
+def _as_input_tensor(images, normalization: str) -> torch.Tensor:
+    from cfct import data
+
+    x = images.images if hasattr(images, "images") else images
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8:
+            raise ValueError("images must be uint8 (N, H, W, C) arrays or an ImageSet")
+        x = data.to_tensor(x)
+    return data.normalize(x, normalization)
+
+
+def feature_update_score(model, images, labels, *, n_batches: int = 1, margin: float = 0.05,
+                         device: str = "cpu", normalization: str | None = None) -> float:
+    """Feature update score S_FU (thesis Eqs. 6.3-6.4): ratio of the gradient norms of the second to the first
+    convolutional layer after one backward pass of a triplet margin loss on the penultimate features.
+
+        L = max(||x^a - x^p|| - ||x^a - x^n|| + alpha, 0)   (Eq. 6.3, pytorch-metric-learning's
+                                                              TripletMarginLoss over all triplets of a batch)
+        S_FU = ||grad_conv2 L||_2 / ||grad_conv1 L||_2       (Eq. 6.4)
+
+    Parameters
+    ----------
+    model : cfct.zoo.Classifier
+        Source model; ``model.features`` gives penultimate features and ``model.conv_layers()`` the first and
+        second convolution. Used in eval mode (BatchNorm running statistics), weights unchanged.
+    images : ImageSet or uint8 array (N, H, W, C)
+    labels : (N,) int array
+    n_batches : int
+        1 (Eq. 6.4): one backward pass over the whole target set. The thesis's study split the target set into
+        6 batches (batch size floor(n/6)), took one backward pass per batch and divided the mean conv2 norm by
+        the mean conv1 norm (``n_batches=6``).
+    margin : float
+        alpha of Eq. 6.3 (pytorch-metric-learning's default 0.05, used by the thesis's study).
+    """
+    from pytorch_metric_learning import losses
+
+    y, _ = _check_labels(labels)
+    if n_batches < 1:
+        raise ValueError(f"n_batches must be >= 1, got {n_batches}")
+    norm = normalization or getattr(model, "normalization", "half")
+    x = _as_input_tensor(images, norm)
+    if x.shape[0] != y.size:
+        raise ValueError(f"{x.shape[0]} images but {y.size} labels")
+    first, second = model.conv_layers()
+    was_training = model.training
+    model.eval()
+    model.to(device)
+    loss_fn = losses.TripletMarginLoss(margin=margin)
+    size = max(2, x.shape[0] // n_batches)
+    g1, g2 = [], []
+    try:
+        for start in range(0, size * n_batches, size):
+            xb = x[start:start + size].to(device)
+            yb = torch.as_tensor(y[start:start + size], device=device)
+            if xb.shape[0] < 3 or torch.unique(yb).numel() < 2:
+                continue
+            model.zero_grad(set_to_none=True)
+            loss = loss_fn(model.features(xb), yb)
+            if not loss.requires_grad or float(loss) == 0.0:
+                continue
+            loss.backward()
+            if first.weight.grad is None or second.weight.grad is None:
+                raise ValueError("the first/second convolution received no gradient; are they part of "
+                                 "model.features?")
+            g1.append(float(first.weight.grad.norm()))
+            g2.append(float(second.weight.grad.norm()))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    if not g1:
+        raise ValueError("no batch had a non-zero triplet loss (every batch single-class, or all triplets "
+                         "already satisfy the margin): S_FU is undefined")
+    if np.mean(g1) == 0:
+        raise ValueError("the first convolution's gradient is zero; S_FU (Eq. 6.4) is undefined")
+    return float(np.mean(g2) / np.mean(g1))
+
+
+def transferability_score(lp: Mapping[str, float], fu: Mapping[str, float], *, scenario: str = "dataset",
+                          terms: str = "both", combine: str = "product") -> pd.Series:
+    """The thesis's transferability score over a candidate set (Eqs. 6.5, 6.6, 6.8).
+
+    Both terms are min-max normalised across the candidate sources of one target (Eq. 6.5) and combined:
+
+    - ``scenario="dataset"``: S = S_LP' x S_FU' (Eq. 6.6). The prose says "sum" while Eq. 6.6 is a product; the
+      product is what the published scores reproduce, and the default (``combine="sum"`` offers the prose).
+    - ``scenario="model"``: both terms reversed before combining, (1 - S_LP')(1 - S_FU') (Eq. 6.8 for S_FU;
+      the study applied the same reversal to S_LP, which reproduces Table 6.3's "1-Ours" column).
+    - ``terms="lp"`` / ``"fu"``: the ablations of Figure 6.6 (one normalised term alone).
+
+    A NaN term marks a candidate without that score (the thesis's study leaves the target's own dataset out of
+    S_LP but keeps its S_FU in the normalisation); that candidate's score is NaN, the others are unaffected.
+
+    Parameters
+    ----------
+    lp, fu : mapping source -> S_LP, S_FU (same keys)
+
+    Returns
+    -------
+    pandas Series indexed by source.
+    """
+    if scenario not in ("dataset", "model"):
+        raise ValueError(f"unknown scenario {scenario!r}; valid choices: dataset, model")
+    if terms not in ("both", "lp", "fu"):
+        raise ValueError(f"unknown terms {terms!r}; valid choices: both, lp, fu")
+    if combine not in ("product", "sum"):
+        raise ValueError(f"unknown combine {combine!r}; valid choices: product, sum")
+    if set(lp) != set(fu):
+        raise ValueError(f"S_LP and S_FU have different sources: {sorted(set(lp) ^ set(fu))}")
+    names = list(lp)
+    a = minmax([lp[s] for s in names])
+    b = minmax([fu[s] for s in names])
+    if scenario == "model":
+        a, b = 1 - a, 1 - b
+    if terms == "lp":
+        out = a
+    elif terms == "fu":
+        out = b
+    else:
+        out = a * b if combine == "product" else a + b
+    return pd.Series(out, index=names, name="ours")
+
+
+# ------------------------------------------------------------------------------------ source outputs
+def source_outputs(model, images, *, batch_size: int = 256, device: str = "cpu",
+                   normalization: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """One batched forward pass of the target images through a source: (penultimate features, source softmax).
+
+    The softmax is over the source's own head (needed by LEEP); None when the model has no head of its own.
+    """
+    norm = normalization or getattr(model, "normalization", "half")
+    x = _as_input_tensor(images, norm)
+    model.eval().to(device)
+    feats, probs = [], []
+    head = getattr(model, "head", None) or getattr(model, "fc", None)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(device)
+            h = model.features(xb)
+            feats.append(h.cpu())
+            if head is not None:
+                probs.append(torch.softmax(head(h), dim=1).cpu())
+    f = torch.cat(feats).numpy().astype(np.float64)
+    p = torch.cat(probs).numpy().astype(np.float64) if probs else None
+    return f, p
+
+
+def score_sources(features: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray | None],
+                  fu: Mapping[str, float], labels, *, settings: Mapping[str, dict] | None = None,
+                  scenario: str = "dataset", progress: Callable | None = None) -> tuple[pd.DataFrame, dict]:
+    """All seven methods of Tables 6.2/6.3 for the candidate sources of one target.
+
+    Returns
+    -------
+    scores : DataFrame indexed by source, columns ``METHODS`` + ``lp``, ``fu``
+    seconds : dict method -> seconds spent (the cost side of the chapter's cost ratio)
+    """
+    st = dict(THESIS_SETTINGS if settings is None else settings)
+    names = list(features)
+    rows: dict[str, dict[str, float]] = {s: {} for s in names}
+    seconds: dict[str, float] = {}
+    per_source: dict[str, Callable] = {
+        "logme": lambda f, p: logme(f, labels, **st.get("logme", {})),
+        "parc": lambda f, p: parc(f, labels),
+        "sfda": lambda f, p: sfda(f, labels),
+        "leep": lambda f, p: leep(p, labels) if p is not None else float("nan"),
+        "nleep": lambda f, p: nleep(f, labels, **st.get("nleep", {})),
+        "lp": lambda f, p: label_prediction_score(f, labels, **st.get("label_prediction_score", {})),
+    }
+    iterator = progress(list(per_source.items())) if progress else per_source.items()
+    for method, fn in iterator:
+        t0 = time.perf_counter()
+        for s in names:
+            rows[s][method] = fn(features[s], probs.get(s))
+        seconds[method] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    nc = ncti(features, labels, **st.get("ncti", {}))
+    seconds["ncti"] = time.perf_counter() - t0
+    table = pd.DataFrame(rows).T
+    table["ncti"] = nc
+    table["fu"] = pd.Series(fu)
+    table["ours"] = transferability_score(table["lp"].to_dict(), table["fu"].to_dict(), scenario=scenario)
+    if scenario == "model":
+        # The thesis's model scenario reverses the methods it names (Table 6.3: 1-PARC, 1-NCTI, 1-LEEP, 1-NLEEP).
+        for m in MODEL_REVERSED:
+            table[m] = 1 - table[m]
+    return table[list(METHODS) + ["lp", "fu"]], seconds
+
+
+#: Methods whose score the thesis reverses (1 - S) in the model-transferability scenario (Table 6.3).
+MODEL_REVERSED: tuple[str, ...] = ("parc", "ncti", "leep", "nleep")

@@ -1,0 +1,916 @@
+"""Model zoo: source specs, architectures and the classifier every chapter fine-tunes.
+
+A *source* is named by one spec string (DESIGN.md, "Sources: one spec string each"):
+
+========================================  ==========================================================
+``random:<arch>``                          random initialisation (seeded), the baseline of every chapter
+``imagenet:<arch>``                        torchvision's ImageNet weights (``IMAGENET1K_V1``), from the hub cache
+                                           or downloaded when online
+``checkpoint:<arch>:<path>``               a local state dict: safetensors, or ``torch.load(weights_only=True)``
+``pretrained:<arch>:<dataset-spec>``       pre-trained by :func:`cfct.train.pretrain` on a dataset spec, cached
+========================================  ==========================================================
+
+The classifier (thesis 3.4.2) is *backbone -> global average pooling -> dropout (p = 0.5) -> linear*. The
+backbone is torchvision's own ImageNet layout of each architecture, unchanged, so ImageNet weights, checkpoints
+in torchvision layout (e.g. a converted RadImageNet ResNet50) and cfct's own pre-trained sources are
+interchangeable. The "pooled features" are the input of the last linear layer of torchvision's ImageNet model:
+for most architectures that is the global average pool itself; ConvNeXt keeps its LayerNorm after the pool,
+MobileNetV3 its pre-logit ``Linear(576, 1024) + Hardswish`` and VGG11 its ``7x7`` adaptive pool and two 4096-unit
+layers, because those hold pre-trained weights (90 % of VGG11's) that the thesis's PyTorch models of 6.5.2 keep
+and that LEEP needs to use the source's own head. Only the final linear layer (and the dropout in front of it,
+always p = 0.5 here) forms the head.
+
+Small inputs (28-32 px MedMNIST / CIFAR-10)
+-------------------------------------------
+Every architecture accepts images down to :data:`MIN_IMAGE_SIZE` (8 px). Rather than swapping the stem for a
+small-input one (which would change the weight layout and make ``imagenet:`` and ``checkpoint:`` weights
+unusable, and make the same architecture differ between profiles), :meth:`Classifier.forward` bilinearly
+upsamples an input whose shorter side is below the architecture's smallest workable size
+(:data:`MIN_INPUT`, found empirically: the smallest side length the unchanged ImageNet layout runs on) to that
+size. Only three architectures need it at 28 px: DenseNet121 (29 px: its un-padded transition poolings),
+VGG11 (32 px: five 2x2 max-pools) and ConvNeXt-Tiny (32 px: a stride-4 stem and three stride-2 down-sampling
+convolutions, all un-padded). Because the per-channel normalisation is affine and bilinear weights sum to one,
+upsampling after normalising equals normalising after upsampling.
+
+Layers for hooks and gradient ratios
+------------------------------------
+:meth:`Classifier.layers` names the first convolution, the second convolution and each stage's output by their
+torchvision module path (ResNet: ``conv1``, ``layer1.0.conv1``, ``layer1`` ... ``layer4``); see :data:`LAYERS`.
+:meth:`Classifier.conv_layers` returns the first two ``Conv2d`` modules in execution order, the "first two
+convolutional layers" of the feature-update score S_FU (thesis Eq. 6.4). Per architecture the second one is a
+depthwise convolution in MobileNetV3, MnasNet, ConvNeXt and ShuffleNetV2 (their first block starts with one),
+``layer1.0.conv1`` in ResNets, the first dense layer's 1x1 convolution in DenseNet121, GoogLeNet's ``conv2``,
+VGG11's ``features.3`` and EfficientNetV2's first fused-MBConv convolution.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfct import paths
+from cfct.errors import ConfigError, DataMissingError, IncompatibleError, unknown_choice
+
+__all__ = [
+    "ARCHITECTURES",
+    "KINDS",
+    "MIN_IMAGE_SIZE",
+    "MIN_INPUT",
+    "FEATURE_DIMS",
+    "LAYERS",
+    "SourceSpec",
+    "Classifier",
+    "parse_spec",
+    "create",
+    "load_checkpoint",
+    "save_checkpoint",
+    "read_checkpoint",
+    "imagenet_weights_file",
+    "pretrain_settings",
+    "source_config",
+    "check_input_size",
+]
+
+ARCHITECTURES: tuple[str, ...] = (
+    "resnet18",
+    "resnet50",
+    "densenet121",
+    "efficientnetv2_s",
+    "mobilenetv3_small",
+    "googlenet",
+    "mnasnet1_0",
+    "vgg11",
+    "convnext_tiny",
+    "shufflenetv2_x0_5",
+)
+"""Architectures cfct builds: ResNet18/50 (Ch. 3-5) and the nine ImageNet models of thesis 6.5.2."""
+
+KINDS: tuple[str, ...] = ("random", "imagenet", "checkpoint", "pretrained")
+"""Kinds of source spec (DESIGN.md)."""
+
+# torchvision builder name of each architecture; these names are accepted as aliases too.
+_TORCHVISION_NAME: dict[str, str] = {
+    "resnet18": "resnet18",
+    "resnet50": "resnet50",
+    "densenet121": "densenet121",
+    "efficientnetv2_s": "efficientnet_v2_s",
+    "mobilenetv3_small": "mobilenet_v3_small",
+    "googlenet": "googlenet",
+    "mnasnet1_0": "mnasnet1_0",
+    "vgg11": "vgg11",
+    "convnext_tiny": "convnext_tiny",
+    "shufflenetv2_x0_5": "shufflenet_v2_x0_5",
+}
+_ALIASES: dict[str, str] = {tv: arch for arch, tv in _TORCHVISION_NAME.items()}
+
+MIN_IMAGE_SIZE = 8
+"""Smallest image side cfct accepts at all: below it, upsampling would invent most of the image."""
+
+MIN_INPUT: dict[str, int] = {
+    "resnet18": 8,
+    "resnet50": 8,
+    "densenet121": 29,
+    "efficientnetv2_s": 8,
+    "mobilenetv3_small": 8,
+    "googlenet": 15,
+    "mnasnet1_0": 8,
+    "vgg11": 32,
+    "convnext_tiny": 32,
+    "shufflenetv2_x0_5": 8,
+}
+"""Smallest square side (px) each unchanged ImageNet layout runs on (measured; at least MIN_IMAGE_SIZE).
+
+Smaller inputs are bilinearly upsampled inside :meth:`Classifier.forward`. ``tests/test_zoo.py`` checks that
+each layout runs at this size and, where it is above MIN_IMAGE_SIZE, fails one pixel below it.
+"""
+
+FEATURE_DIMS: dict[str, int] = {
+    "resnet18": 512,
+    "resnet50": 2048,
+    "densenet121": 1024,
+    "efficientnetv2_s": 1280,
+    "mobilenetv3_small": 1024,
+    "googlenet": 1024,
+    "mnasnet1_0": 1280,
+    "vgg11": 4096,
+    "convnext_tiny": 768,
+    "shufflenetv2_x0_5": 1024,
+}
+"""Dimension D of the pooled (penultimate) features, the input of the linear head."""
+
+# Module path (in torchvision's layout) of the final ImageNet linear layer; it becomes ``head.fc``.
+_TV_HEAD: dict[str, str] = {
+    "resnet18": "fc",
+    "resnet50": "fc",
+    "densenet121": "classifier",
+    "efficientnetv2_s": "classifier.1",
+    "mobilenetv3_small": "classifier.3",
+    "googlenet": "fc",
+    "mnasnet1_0": "classifier.1",
+    "vgg11": "classifier.6",
+    "convnext_tiny": "classifier.2",
+    "shufflenetv2_x0_5": "fc",
+}
+
+LAYERS: dict[str, tuple[str, ...]] = {
+    "resnet18": ("conv1", "layer1.0.conv1", "layer1", "layer2", "layer3", "layer4"),
+    "resnet50": ("conv1", "layer1.0.conv1", "layer1", "layer2", "layer3", "layer4"),
+    "densenet121": (
+        "features.conv0",
+        "features.denseblock1.denselayer1.conv1",
+        "features.denseblock1",
+        "features.denseblock2",
+        "features.denseblock3",
+        "features.denseblock4",
+    ),
+    # EfficientNetV2's stages 1-7 of the paper's Table 4 (features.7 is the final 1x1 convolution).
+    "efficientnetv2_s": (
+        "features.0.0",
+        "features.1.0.block.0.0",
+        "features.1",
+        "features.2",
+        "features.3",
+        "features.4",
+        "features.5",
+        "features.6",
+        "features.7",
+    ),
+    # Last block at each resolution (1/4, 1/8, 1/16, 1/32 of the input side).
+    "mobilenetv3_small": (
+        "features.0.0",
+        "features.1.block.0.0",
+        "features.1",
+        "features.3",
+        "features.8",
+        "features.12",
+    ),
+    "googlenet": ("conv1.conv", "conv2.conv", "conv3", "inception3b", "inception4e", "inception5b"),
+    "mnasnet1_0": ("layers.0", "layers.3", "layers.7", "layers.8", "layers.9", "layers.11", "layers.16"),
+    # Output of each of the five convolution + max-pool blocks.
+    "vgg11": ("features.0", "features.2", "features.3", "features.5", "features.10", "features.15", "features.20"),
+    "convnext_tiny": (
+        "features.0.0",
+        "features.1.0.block.0",
+        "features.1",
+        "features.3",
+        "features.5",
+        "features.7",
+    ),
+    "shufflenetv2_x0_5": ("conv1.0", "stage2.0.branch1.0", "stage2", "stage3", "stage4", "conv5"),
+}
+"""Named layers of :meth:`Classifier.layers`, in execution order: first conv, second conv, each stage's output."""
+
+_CONVS: dict[str, tuple[str, str]] = {
+    arch: (names[0], names[2] if arch == "vgg11" else names[1]) for arch, names in LAYERS.items()
+}
+"""First and second ``Conv2d`` in execution order (S_FU of thesis Eq. 6.4); VGG11 pools in between."""
+
+IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+"""torchvision weights used by ``imagenet:`` (what ``pretrained=True`` gave; closest to the thesis's Keras
+ResNet50 weights of Ch. 3, and what the PyTorch models of 6.5.2 were)."""
+
+_HEAD_PREFIX = "head.fc."
+_CFCT_FORMAT = "cfct-classifier-v1"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Spec strings
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source spec.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    arch : str
+        One of :data:`ARCHITECTURES` (aliases resolved).
+    arg : str or None
+        Checkpoint path (``checkpoint:``) or dataset spec (``pretrained:``); None otherwise.
+    """
+
+    kind: str
+    arch: str
+    arg: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.arch}" + (f":{self.arg}" if self.arg is not None else "")
+
+
+def _canonical_arch(arch: str) -> str:
+    name = arch.strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in ARCHITECTURES:
+        raise unknown_choice("architecture", arch, ARCHITECTURES)
+    return name
+
+
+def parse_spec(spec: str | SourceSpec) -> SourceSpec:
+    """Parse a source spec string.
+
+    Parameters
+    ----------
+    spec : str
+        ``random:<arch>``, ``imagenet:<arch>``, ``checkpoint:<arch>:<path>`` or
+        ``pretrained:<arch>:<dataset-spec>``. The path or dataset spec is everything after the second colon, so
+        it may itself hold ``:`` and ``@`` (``pretrained:resnet18:medmnist-lto:breastmnist``,
+        ``pretrained:resnet18:cifar10@5000``). torchvision's names are accepted as architecture aliases
+        (``efficientnet_v2_s`` -> ``efficientnetv2_s``).
+
+    Returns
+    -------
+    SourceSpec
+        With ``str(result)`` the canonical spec (use it in cache keys).
+
+    Raises
+    ------
+    ConfigError
+        Malformed spec, unknown kind or architecture (the message lists the valid choices), a missing or
+        superfluous ``:<arg>``.
+
+    Examples
+    --------
+    >>> parse_spec("pretrained:resnet18:medmnist-lto:breastmnist")
+    SourceSpec(kind='pretrained', arch='resnet18', arg='medmnist-lto:breastmnist')
+    """
+    if isinstance(spec, SourceSpec):
+        return spec
+    if not isinstance(spec, str):
+        raise ConfigError(f"source spec must be a string, got {type(spec).__name__}")
+    kind, sep, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    if not sep:
+        raise ConfigError(
+            f"source spec {spec!r} must look like '<kind>:<arch>[:<arg>]' with kind one of "
+            f"{', '.join(KINDS)}, e.g. 'random:resnet18', 'imagenet:resnet50', "
+            "'checkpoint:resnet50:/path/weights.safetensors', 'pretrained:resnet18:cifar10'"
+        )
+    if kind not in KINDS:
+        raise unknown_choice("source kind", kind, KINDS)
+    arch_part, sep2, arg = rest.partition(":")
+    arch = _canonical_arch(arch_part)
+    if kind in ("random", "imagenet"):
+        if sep2:
+            raise ConfigError(f"source spec {spec!r}: '{kind}:' takes no argument after the architecture")
+        return SourceSpec(kind, arch, None)
+    arg = arg.strip()
+    if not arg:
+        what = "a checkpoint path" if kind == "checkpoint" else "a dataset spec (e.g. cifar10)"
+        raise ConfigError(f"source spec {spec!r}: '{kind}:{arch}:' needs {what} after the architecture")
+    return SourceSpec(kind, arch, arg)
+
+
+def check_input_size(arch: str, size: int | tuple[int, int]) -> None:
+    """Raise :class:`IncompatibleError` if ``arch`` cannot take images of ``size`` px (side or (H, W))."""
+    arch = _canonical_arch(arch)
+    sides = (size, size) if isinstance(size, int) else tuple(size)
+    if len(sides) != 2 or any(not isinstance(s, int) or isinstance(s, bool) for s in sides):
+        raise IncompatibleError(f"image size must be an int or an (H, W) pair of ints, got {size!r}")
+    if min(sides) < MIN_IMAGE_SIZE:
+        raise IncompatibleError(
+            f"{arch} cannot take {sides[0]}x{sides[1]} px images: the smallest side cfct accepts is "
+            f"{MIN_IMAGE_SIZE} px (inputs below {MIN_INPUT[arch]} px are upsampled to {MIN_INPUT[arch]} px)"
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building the torchvision trunk
+
+
+def _build_torchvision(arch: str, *, transform_input: bool = False) -> nn.Module:
+    """torchvision's ImageNet layout of ``arch`` (random init, global RNG) with its last linear layer removed."""
+    import torchvision.models as tvm
+
+    name = _TORCHVISION_NAME[arch]
+    if arch == "googlenet":
+        net = tvm.get_model(name, weights=None, aux_logits=False, init_weights=True, transform_input=transform_input)
+    else:
+        net = tvm.get_model(name, weights=None)
+    # Remove the final linear layer (and torchvision's own dropout in front of it); the rest of the ImageNet
+    # classifier stays part of the backbone so that the module paths match torchvision state dicts.
+    if arch in ("resnet18", "resnet50", "shufflenetv2_x0_5"):
+        net.fc = nn.Identity()
+    elif arch == "googlenet":
+        net.dropout = nn.Identity()
+        net.fc = nn.Identity()
+    elif arch == "densenet121":
+        net.classifier = nn.Identity()
+    elif arch in ("efficientnetv2_s", "mnasnet1_0"):
+        net.classifier = nn.Identity()
+    elif arch == "mobilenetv3_small":
+        net.classifier = net.classifier[:2]  # Linear(576, 1024) + Hardswish: pre-logit layer
+    elif arch == "vgg11":
+        net.classifier = net.classifier[:5]  # Linear, ReLU, Dropout, Linear, ReLU -> 4096
+    elif arch == "convnext_tiny":
+        net.classifier = net.classifier[:2]  # LayerNorm2d + Flatten after the average pool
+    return net
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """Run the block with torch's CPU RNG seeded, restoring the global RNG state afterwards."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def _new_head(in_features: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(dropout=nn.Dropout(0.5), fc=nn.Linear(in_features, num_classes)))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The classifier
+
+
+class Classifier(nn.Module):
+    """Backbone -> global average pooling -> Dropout(0.5) -> Linear (thesis 3.4.2).
+
+    Build it with :func:`create`. The input is a normalised float batch ``(B, 3, H, W)`` (see
+    :attr:`normalization`); inputs whose shorter side is below :attr:`min_input` are bilinearly upsampled to it
+    (module docstring: why).
+
+    Attributes
+    ----------
+    arch : str
+        Architecture name (:data:`ARCHITECTURES`).
+    spec : str
+        Canonical source spec the weights came from.
+    normalization : str
+        ``'imagenet'`` for ``imagenet:`` sources, ``'half'`` (mean 0.5, std 0.5, thesis 6.4.2) otherwise unless a
+        checkpoint's metadata says otherwise; a key of ``cfct.data.NORMALIZATION``.
+    min_input : int
+        Smallest input side the backbone runs on without upsampling.
+    input_size : int
+        Image side the model was created for (informational; any size >= MIN_IMAGE_SIZE works).
+    num_classes : int
+        Outputs of the current head.
+    num_source_classes : int or None
+        Classes of the source's own head (ImageNet: 1000; checkpoint / pre-trained: its head), None for
+        ``random:`` or a checkpoint without head.
+    feature_dim : int
+        D of :meth:`features`.
+    body : nn.Module
+        torchvision's layout without its last linear layer; returns pooled features.
+    head : nn.Sequential
+        ``dropout`` (p = 0.5) and ``fc`` (Linear(D, num_classes)).
+    """
+
+    def __init__(self, arch: str, num_classes: int, *, spec: str | None = None, normalization: str = "half",
+                 transform_input: bool = False, input_size: int = 224) -> None:
+        super().__init__()
+        arch = _canonical_arch(arch)
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
+        check_input_size(arch, input_size)
+        self.arch = arch
+        self.spec = spec if spec is not None else f"random:{arch}"
+        self.normalization = normalization
+        self.transform_input = bool(transform_input)
+        self.min_input = MIN_INPUT[arch]
+        self.input_size = input_size
+        self.feature_dim = FEATURE_DIMS[arch]
+        self.num_source_classes: int | None = None
+        self._backbone_frozen = False
+        self.body = _build_torchvision(arch, transform_input=self.transform_input)
+        self.head = _new_head(self.feature_dim, num_classes)
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of outputs of the current head."""
+        return self.head.fc.out_features
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Check the input's shape and upsample it bilinearly when its shorter side is below :attr:`min_input`."""
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise IncompatibleError(
+                f"{self.arch} expects a float batch of shape (B, 3, H, W), got {tuple(x.shape)} "
+                "(grey images: repeat to 3 channels, e.g. cfct.data.to_tensor)"
+            )
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if min(h, w) < MIN_IMAGE_SIZE:
+            check_input_size(self.arch, (h, w))
+        if min(h, w) < self.min_input:
+            scale = self.min_input / min(h, w)
+            size = (max(self.min_input, math.ceil(h * scale - 1e-9)), max(self.min_input, math.ceil(w * scale - 1e-9)))
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate (pooled) features, shape ``(B, feature_dim)``: the input of the head's dropout."""
+        return self.body(self.prepare(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)``."""
+        return self.head(self.features(x))
+
+    # -- layers ----------------------------------------------------------------------------------------------
+    def layers(self) -> dict[str, nn.Module]:
+        """Ordered named layers for forward hooks: first conv, second conv, each stage's output (:data:`LAYERS`).
+
+        Names are torchvision module paths relative to :attr:`body` (ResNet: ``conv1``, ``layer1.0.conv1``,
+        ``layer1`` ... ``layer4``). Hooked activations are those of the (possibly upsampled) input.
+        """
+        return OrderedDict((name, self.body.get_submodule(name)) for name in LAYERS[self.arch])
+
+    def conv_layers(self) -> tuple[nn.Conv2d, nn.Conv2d]:
+        """The first and second convolution in execution order (the conv1 / conv2 of S_FU, thesis Eq. 6.4)."""
+        first, second = _CONVS[self.arch]
+        return self.body.get_submodule(first), self.body.get_submodule(second)
+
+    # -- head and parameter groups ---------------------------------------------------------------------------
+    def replace_head(self, num_classes: int, *, seed: int | None = None) -> None:
+        """Replace the head by a freshly initialised Dropout(0.5) + Linear(D, num_classes) (seeded if given)."""
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
+        device = self.head.fc.weight.device
+        dtype = self.head.fc.weight.dtype
+        with _seeded(seed):
+            self.head = _new_head(self.feature_dim, num_classes).to(device=device, dtype=dtype)
+        self.head.train(self.training)
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the backbone (everything but the final linear layer)."""
+        return self.body.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the head's linear layer."""
+        return self.head.parameters()
+
+    def freeze_backbone(self, frozen: bool = True) -> None:
+        """Freeze (or unfreeze) the backbone for the first phase of freeze-then-full fine-tuning (3.4.2).
+
+        Frozen means no gradients *and* batch-norm layers in inference mode (their running statistics are not
+        updated), as Keras does for layers with ``trainable=False``, which the thesis used.
+        """
+        self._backbone_frozen = bool(frozen)
+        for p in self.body.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """Whether :meth:`freeze_backbone` froze the backbone."""
+        return self._backbone_frozen
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Set training mode; a frozen backbone stays in eval mode (see :meth:`freeze_backbone`)."""
+        super().train(mode)
+        if self._backbone_frozen:
+            self.body.eval()
+        return self
+
+    def extra_repr(self) -> str:
+        return (f"arch={self.arch!r}, spec={self.spec!r}, num_classes={self.num_classes}, "
+                f"normalization={self.normalization!r}, min_input={self.min_input}")
+
+    def metadata(self) -> dict[str, str]:
+        """String metadata written by :func:`save_checkpoint`."""
+        return {
+            "format": _CFCT_FORMAT,
+            "arch": self.arch,
+            "num_classes": str(self.num_classes),
+            "normalization": self.normalization,
+            "spec": self.spec,
+            "transform_input": "1" if self.transform_input else "0",
+        }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+_DENSE_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+
+
+def _resolve_path(path: str | os.PathLike) -> Path:
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    looked = [str(p.resolve())]
+    if not p.is_absolute():
+        found = paths.find_file(str(p))
+        if found is not None and found.is_file():
+            return found
+        looked += [str(d / p) for d in paths.search_dirs()]
+    raise DataMissingError(
+        f"checkpoint file {str(path)!r} not found; looked in: {', '.join(looked)}. Give an absolute path, a path "
+        "relative to the working directory, or one relative to $CFCT_MIRROR / $CFCT_DATA"
+    )
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a state dict and its metadata without executing pickled code.
+
+    ``.safetensors`` files are read with safetensors; anything else with ``torch.load(weights_only=True)``,
+    unwrapping a ``{'state_dict' | 'model' | 'net': {...}}`` container and a ``module.`` prefix.
+
+    Returns
+    -------
+    state_dict, metadata
+        Tensors on the CPU and the safetensors metadata (empty for other formats).
+
+    Raises
+    ------
+    DataMissingError
+        The file does not exist (the message names where cfct looked).
+    IncompatibleError
+        The file is not a tensor state dict or needs code execution to unpickle.
+    """
+    file = _resolve_path(path)
+    metadata: dict[str, str] = {}
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        try:
+            with safe_open(str(file), framework="pt") as fh:
+                metadata = dict(fh.metadata() or {})
+            state = load_file(str(file), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types for corrupt headers
+            raise IncompatibleError(f"cannot read safetensors checkpoint {file}: {exc}") from exc
+    else:
+        try:
+            obj = torch.load(str(file), map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for code objects, RuntimeError for non-torch files
+            raise IncompatibleError(
+                f"cannot load {file} with torch.load(weights_only=True) ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). cfct never unpickles code: save a plain state "
+                "dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
+            ) from exc
+        for key in ("state_dict", "model", "net", "model_state_dict"):
+            if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+                obj = obj[key]
+                break
+        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise IncompatibleError(f"{file} does not hold a state dict of tensors (got {type(obj).__name__})")
+        state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state, metadata
+
+
+def _to_classifier_layout(arch: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a torchvision-layout state dict (or cfct's own) to the Classifier's keys (``body.*``, ``head.fc.*``)."""
+    if any(k.startswith(("body.", "head.")) for k in state):
+        return dict(state)
+    head = _TV_HEAD[arch] + "."
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if arch == "googlenet" and key.startswith(("aux1.", "aux2.")):
+            continue  # GoogLeNet's auxiliary classifiers only serve ImageNet training
+        if arch == "densenet121":
+            match = _DENSE_OLD_KEY.match(key)
+            if match:  # torchvision's own densenet files still use 'norm.1'-style keys
+                key = match.group(1) + match.group(2)
+        if key.startswith(head):
+            out[_HEAD_PREFIX + key[len(head):]] = value
+        else:
+            out["body." + key] = value
+    return out
+
+
+def _head_classes(arch: str, state: Mapping[str, torch.Tensor]) -> int | None:
+    weight = _to_classifier_layout(arch, state).get(_HEAD_PREFIX + "weight")
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+def _first(items: list[str], n: int = 10) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def load_checkpoint(model: Classifier, path: str | os.PathLike | Mapping[str, torch.Tensor], *,
+                    head: str = "auto") -> dict[str, str]:
+    """Load weights into ``model`` in place, checking that every key fits.
+
+    Parameters
+    ----------
+    model : Classifier
+    path : path or state dict
+        A ``.safetensors`` file (cfct's own, see :func:`save_checkpoint`), a ``torch.save``-d state dict (read
+        with ``weights_only=True``), or an in-memory state dict. Keys may be in cfct's layout (``body.*``,
+        ``head.fc.*``) or in torchvision's layout of the architecture (``conv1.weight`` ... ``fc.weight``), with
+        or without the final linear layer.
+    head : {'auto', 'load', 'skip'}
+        ``'auto'``: load the head when the checkpoint has one; ``'load'``: require it; ``'skip'``: ignore it
+        (keep the model's head, e.g. a new head for a target task).
+
+    Returns
+    -------
+    dict
+        The checkpoint's metadata (empty if none).
+
+    Raises
+    ------
+    IncompatibleError
+        Keys missing from the checkpoint, unexpected keys, or shape mismatches (first 10 of each are named), or
+        a metadata architecture that differs from the model's.
+    """
+    if head not in ("auto", "load", "skip"):
+        raise unknown_choice("head mode", head, ("auto", "load", "skip"))
+    if isinstance(path, Mapping):
+        state, metadata, where = dict(path), {}, "state dict"
+    else:
+        state, metadata = read_checkpoint(path)
+        where = str(path)
+    if metadata.get("arch") and metadata["arch"] != model.arch:
+        raise IncompatibleError(f"checkpoint {where} holds a {metadata['arch']}, not a {model.arch}")
+    state = _to_classifier_layout(model.arch, state)
+    expected = model.state_dict()
+    head_keys = {k for k in expected if k.startswith("head.")}
+    has_head = any(k in state for k in head_keys)
+    if head == "load" and not has_head:
+        raise IncompatibleError(f"checkpoint {where} has no head ({_TV_HEAD[model.arch]}.weight / head.fc.weight)")
+    load_head = has_head and head != "skip"
+    if not load_head:
+        state = {k: v for k, v in state.items() if k not in head_keys}
+    wanted = {k for k in expected if load_head or k not in head_keys}
+    # Files converted from other frameworks (Keras RadImageNet) carry no batch counters: tolerate that.
+    missing = sorted(k for k in wanted - state.keys() if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(state.keys() - expected.keys())
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in state.keys() & expected.keys()
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or mismatched:
+        parts = [f"checkpoint {where} does not fit {model.arch}"]
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_first(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_first(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches (checkpoint vs model) ({len(mismatched)}): {_first(mismatched)}")
+        if any(k.startswith("head.") for k in mismatched) and not [m for m in mismatched if m.startswith("body.")]:
+            parts.append("pass head='skip' (or create(spec, num_classes=k)) to keep a new head")
+        raise IncompatibleError("; ".join(parts))
+    with torch.no_grad():
+        for key, value in state.items():
+            expected[key].copy_(value.to(dtype=expected[key].dtype))
+    return metadata
+
+
+def save_checkpoint(model: Classifier, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights as safetensors, with metadata (arch, num_classes, normalization, spec, ...).
+
+    Extra ``metadata`` values that are not strings are stored as JSON. The file is written atomically.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"checkpoint path must end in .safetensors, got {path.name!r}")
+    meta = model.metadata()
+    for key, value in (metadata or {}).items():
+        meta[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ImageNet weights
+
+
+def imagenet_weights_file(arch: str) -> tuple[Path, str]:
+    """Where torch's hub cache keeps ``arch``'s ImageNet weights, and their download URL."""
+    import torchvision.models as tvm
+
+    weights = getattr(tvm.get_model_weights(_TORCHVISION_NAME[_canonical_arch(arch)]), IMAGENET_WEIGHTS)
+    url = weights.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    file, url = imagenet_weights_file(arch)
+    if not file.is_file():
+        how = (f"download {url} on a machine with internet and copy it to {file} (or point $TORCH_HOME at a "
+               "folder whose hub/checkpoints/ holds it)")
+        if paths.is_offline():
+            raise DataMissingError(
+                f"imagenet:{arch} needs torchvision's ImageNet weights {file.name}, which are not in the torch hub "
+                f"cache {file.parent} and cannot be downloaded offline; {how}. Offline, use "
+                f"'pretrained:{arch}:cifar10' as the natural source"
+            )
+        try:
+            torch.hub.download_url_to_file(url, str(file), hash_prefix=None, progress=True)
+        except Exception as exc:  # URLError, HTTPError, timeouts: all mean "not available"
+            raise DataMissingError(f"downloading {url} to {file} failed ({exc}); {how}") from exc
+    try:
+        return torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IncompatibleError(f"cannot read ImageNet weights {file} ({exc}); delete it and download again") from exc
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pre-trained sources
+
+
+def _profile(profile: Any) -> Any:
+    if profile is None or isinstance(profile, str):
+        from cfct import config
+
+        return config.get_profile(profile or os.environ.get("CFCT_PROFILE") or "quick")
+    return profile
+
+
+def pretrain_settings(dataset: str, *, profile: Any = None, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for :func:`cfct.train.pretrain` of a ``pretrained:<arch>:<dataset>`` source.
+
+    Taken from the profile (``pretrain_epochs``, ``pretrain_max_images``, ``batch_size``, ``pretrain_lr`` and
+    ``pretrain_image_size`` when the profile has them; else the image size is the profile's ``natural_size``
+    for CIFAR-10 and its ``image_size`` for every other dataset); ``overrides`` win.
+    """
+    settings: dict[str, Any] = {}
+    keys = {"image_size", "epochs", "max_images", "batch_size", "lr", "seed"}
+    if not keys <= overrides.keys():
+        prof = _profile(profile)
+        natural = dataset.split("@")[0].split(":")[0] in ("cifar10",)
+        size = getattr(prof, "pretrain_image_size", None) or (prof.natural_size if natural else prof.image_size)
+        settings = {
+            "image_size": int(size),
+            "epochs": prof.pretrain_epochs,
+            "max_images": prof.pretrain_max_images,
+            "batch_size": getattr(prof, "pretrain_batch_size", None) or prof.batch_size,
+        }
+        if getattr(prof, "pretrain_lr", None) is not None:
+            settings["lr"] = prof.pretrain_lr
+    settings["seed"] = seed
+    settings.update(overrides)
+    return settings
+
+
+def _pretrained_file(src: SourceSpec, *, store: Any, profile: Any, seed: int,
+                     pretrain_kwargs: Mapping[str, Any] | None) -> Path:
+    from cfct import train  # lazy: train imports zoo
+
+    kwargs = pretrain_settings(src.arg, profile=profile, seed=seed, **dict(pretrain_kwargs or {}))
+    run = train.pretrain(src.arch, src.arg, store=store, **kwargs)
+    return Path(run.file("model.safetensors"))
+
+
+def source_config(spec: str, *, profile: Any = None, seed: int = 0,
+                  pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-able description that identifies a source's weights, for cache keys.
+
+    ``random:`` -> the spec and seed; ``imagenet:`` -> the torchvision weights name; ``checkpoint:`` -> the
+    file's SHA-256 (so an edited file invalidates results); ``pretrained:`` -> the :func:`pretrain_settings`.
+    """
+    src = parse_spec(spec)
+    out: dict[str, Any] = {"spec": str(src)}
+    if src.kind == "random":
+        out["seed"] = seed
+    elif src.kind == "imagenet":
+        out["weights"] = IMAGENET_WEIGHTS
+    elif src.kind == "checkpoint":
+        digest = hashlib.sha256()
+        with open(_resolve_path(src.arg), "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        out["sha256"] = digest.hexdigest()
+    else:
+        out["pretrain"] = pretrain_settings(src.arg, profile=profile, seed=seed, **dict(pretrain_kwargs or {}))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# create
+
+
+def create(spec: str | SourceSpec, num_classes: int | None = None, *, input_size: int = 224, store: Any = None,
+           profile: Any = None, seed: int | None = 0,
+           pretrain_kwargs: Mapping[str, Any] | None = None) -> Classifier:
+    """Build a :class:`Classifier` from a source spec.
+
+    Parameters
+    ----------
+    spec : str
+        Source spec (:func:`parse_spec`).
+    num_classes : int or None
+        Classes of the target task: a new, seeded head of this size replaces the source's. None keeps the
+        source's own head (ImageNet's 1000 classes, a checkpoint's or pre-trained source's head), as LEEP needs;
+        ``random:`` has no source head and then needs ``num_classes``.
+    input_size : int
+        Image side the model will see; checked against the architecture (:func:`check_input_size`).
+    store : cfct.results.Store, optional
+        Store for ``pretrained:`` sources (default store when None).
+    profile : str or cfct.config.Profile, optional
+        Profile giving the pre-training settings of ``pretrained:`` sources ($CFCT_PROFILE or 'quick' if None).
+    seed : int or None
+        Seeds the random initialisation (of everything for ``random:``, of the new head otherwise) without
+        touching the global RNG; None uses the global RNG. Also the pre-training seed of ``pretrained:``.
+    pretrain_kwargs : mapping, optional
+        Overrides of :func:`pretrain_settings` (epochs, max_images, lr, ...).
+
+    Raises
+    ------
+    ConfigError
+        Bad spec, or ``random:`` without ``num_classes``.
+    DataMissingError
+        ``imagenet:`` weights not cached while offline (names the file, the cache folder and the URL), or a
+        checkpoint file that does not exist.
+    IncompatibleError
+        ``input_size`` too small; checkpoint keys that do not fit (named).
+    """
+    src = parse_spec(spec)
+    check_input_size(src.arch, input_size)
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                                    or num_classes < 1):
+        raise ConfigError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    spec_str = str(src)
+
+    if src.kind == "random":
+        if num_classes is None:
+            raise ConfigError(f"{spec_str} has no source head: pass num_classes (the target's number of classes)")
+        with _seeded(seed):
+            return Classifier(src.arch, num_classes, spec=spec_str, normalization="half", input_size=input_size)
+
+    # Sources with weights: read them first (fail fast on missing files before building big models).
+    metadata: dict[str, str] = {}
+    if src.kind == "imagenet":
+        state: dict[str, torch.Tensor] = _imagenet_state_dict(src.arch)
+        normalization, transform_input = "imagenet", src.arch == "googlenet"
+        where = f"torchvision {IMAGENET_WEIGHTS} weights"
+    else:
+        file = (_resolve_path(src.arg) if src.kind == "checkpoint"
+                else _pretrained_file(src, store=store, profile=profile, seed=seed or 0,
+                                      pretrain_kwargs=pretrain_kwargs))
+        state, metadata = read_checkpoint(file)
+        normalization = metadata.get("normalization", "half")
+        transform_input = metadata.get("transform_input", "0") == "1"
+        where = str(file)
+        if metadata.get("arch") and metadata["arch"] != src.arch:
+            raise IncompatibleError(f"checkpoint {file} holds a {metadata['arch']}, not a {src.arch} ({spec_str})")
+    source_classes = _head_classes(src.arch, state)
+    if num_classes is None and source_classes is None:
+        raise IncompatibleError(f"{where} has no classification head; pass num_classes for {spec_str}")
+    with _seeded(seed):
+        model = Classifier(src.arch, num_classes or source_classes, spec=spec_str, normalization=normalization,
+                           transform_input=transform_input, input_size=input_size)
+    try:
+        load_checkpoint(model, state, head="load" if num_classes is None else "skip")
+    except IncompatibleError as exc:
+        raise IncompatibleError(str(exc).replace("checkpoint state dict", f"checkpoint {where}", 1)) from None
+    model.num_source_classes = source_classes
+    return model

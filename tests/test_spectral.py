@@ -1,0 +1,297 @@
+"""Tests of cfct.spectral: Eq. 5.1 (radial PSD), Eq. 5.2 (spectrum normalisation and whitening), learning
+priority, source edits and the NLM artifact. Each asserts a property a wrong implementation would break."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage import data as skdata
+from torch import nn
+
+from cfct import spectral
+from cfct.errors import ConfigError, IncompatibleError
+
+
+def _wave(size: int, u: int, v: int, phase: float = 0.3) -> np.ndarray:
+    n = np.arange(size)
+    return np.cos(2 * np.pi * (u * n[:, None] + v * n[None, :]) / size + phase)
+
+
+def _camera(size: int = 64) -> np.ndarray:
+    """A real photograph (scikit-image's 'camera'), block-averaged to ``size`` px, float in [0, 255]."""
+    img = skdata.camera().astype(np.float64)
+    f = img.shape[0] // size
+    return img[: size * f, : size * f].reshape(size, f, size, f).mean(axis=(1, 3))
+
+
+# ------------------------------------------------------------------------------------------------ Eq. 5.1
+@pytest.mark.parametrize(("size", "u", "v"), [(32, 3, 4), (32, 0, 7), (28, 5, 12), (64, 20, 21), (31, 6, 8)])
+def test_sinusoid_peaks_at_its_frequency(size: int, u: int, v: int) -> None:
+    wave = _wave(size, u, v)
+    psd = spectral.radial_psd(wave)
+    k = int(round(np.hypot(u, v)))
+    assert psd.shape == (size // 2,)
+    assert int(np.argmax(psd)) == k
+    # a pure cosine has no other power: everything (the DC term of a zero-mean wave aside) is in bin k
+    np.testing.assert_allclose(psd[k], (wave**2).sum() - psd[0], rtol=1e-10)
+    assert np.delete(psd, [0, k]).max() < 1e-20 * psd[k]
+
+
+def test_sinusoid_torch_matches_numpy() -> None:
+    wave = _wave(32, 3, 4)
+    out = spectral.radial_psd(torch.from_numpy(wave)[None, None])
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 16)
+    np.testing.assert_allclose(out[0].numpy(), spectral.radial_psd(wave), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (5, 28, 28), (4, 33, 31), (3, 16, 16, 3)])
+def test_parseval_total_power_is_image_energy(shape: tuple[int, ...]) -> None:
+    """Unitary DFT: with the corner frequencies kept, sum(PSD) = sum(x**2) (mean over channels)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=shape)
+    psd = spectral.radial_psd(x, include_corners=True)
+    energy = (x**2).sum(axis=(-3, -2)).mean(-1) if len(shape) == 4 else (x**2).sum(axis=(-2, -1))
+    np.testing.assert_allclose(psd.sum(-1), energy, rtol=1e-10)
+    # the Eq. 5.1 range (k < M/2) drops only the corners, so it holds less than all of the energy
+    assert np.all(spectral.radial_psd(x).sum(-1) < energy)
+
+
+def test_parseval_on_uint8_image_batch_float32_path() -> None:
+    images = (np.random.default_rng(1).random((6, 28, 28, 1)) * 255).astype(np.uint8)
+    psd = spectral.radial_psd(images, include_corners=True)
+    energy = (images.astype(np.float64) ** 2).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(psd.sum(1), energy, rtol=1e-5)
+
+
+def test_batch_equals_single_images_and_chunking() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(7, 24, 24))
+    batch = spectral.radial_psd(x)
+    single = np.stack([spectral.radial_psd(img) for img in x])
+    chunked = spectral.radial_psd(x, batch_size=3)
+    np.testing.assert_allclose(batch, single, rtol=1e-12)
+    np.testing.assert_allclose(chunked, batch, rtol=1e-12)
+
+
+def test_grey_repeated_to_three_channels_keeps_psd() -> None:
+    grey = _camera(32)[None, :, :, None]
+    np.testing.assert_allclose(
+        spectral.radial_psd(np.repeat(grey, 3, axis=-1)), spectral.radial_psd(grey), rtol=1e-12
+    )
+
+
+def test_rotation_by_right_angles_and_flips_is_exact() -> None:
+    img = _camera(32)
+    psd = spectral.radial_psd(img)
+    for variant in (np.rot90(img), np.rot90(img, 2), img.T, img[::-1], img[:, ::-1]):
+        np.testing.assert_allclose(spectral.radial_psd(np.ascontiguousarray(variant)), psd, rtol=1e-9)
+
+
+@pytest.mark.parametrize("angle", [30.0, 45.0, 71.0])
+def test_rotation_invariance_at_any_angle(angle: float) -> None:
+    """A windowed photograph rotated by an arbitrary angle keeps its radial PSD (up to interpolation)."""
+    size = 64
+    n = np.arange(size) - (size - 1) / 2
+    window = np.exp(-(n[:, None] ** 2 + n[None, :] ** 2) / (2 * (size / 8) ** 2))  # fades out before edges
+    img = (_camera(size) - _camera(size).mean()) * window
+    rotated = ndimage.rotate(img, angle, reshape=False, order=3, mode="constant")
+    a, b = spectral.radial_psd(img), spectral.radial_psd(rotated)
+    # rotating the sampled spectrum moves some coefficients across a ring boundary (radius k +- 1/2), so
+    # compare the cumulative PSD (the power below each radius), which that jitter barely changes; cubic
+    # interpolation damps the highest frequencies, so compare the lower half of the band
+    band = slice(0, size // 4)
+    np.testing.assert_allclose(np.cumsum(b)[band], np.cumsum(a)[band], rtol=0.03)
+    np.testing.assert_allclose(b[band], a[band], rtol=0.25, atol=1e-3 * a.max())
+    # a spectrum that is *not* rotation invariant as a 2D map still is after the angular integral
+    spec_a = np.abs(np.fft.fft2(img))
+    spec_b = np.abs(np.fft.fft2(rotated))
+    assert np.abs(spec_a - spec_b).max() > 0.2 * spec_a.max()
+
+
+def test_normalized_frequencies_axis() -> None:
+    w = spectral.normalized_frequencies(14)
+    assert w[0] == 0 and w[-1] == 1 and len(w) == 14
+    with pytest.raises(ConfigError):
+        spectral.normalized_frequencies(1)
+
+
+def test_bad_input_errors() -> None:
+    with pytest.raises(IncompatibleError, match="layout 'NCHW' needs 4"):
+        spectral.radial_psd(np.zeros((8, 8)), layout="NCHW")
+    with pytest.raises(ConfigError, match="valid choices: HW, NHW, NHWC, NCHW"):
+        spectral.radial_psd(np.zeros((2, 8, 8)), layout="CHW")
+    with pytest.raises(IncompatibleError, match="got shape"):
+        spectral.radial_psd(np.zeros(8))
+    with pytest.raises(IncompatibleError, match="at least 2x2"):
+        spectral.radial_psd(np.zeros((3, 1, 1)))
+    with pytest.raises(ConfigError, match="exponent"):
+        spectral.radial_psd(np.zeros((8, 8)), exponent=0)
+    with pytest.raises(ConfigError, match="numpy array or torch tensor"):
+        spectral.radial_psd([[0.0, 1.0], [1.0, 0.0]])
+
+
+def test_artifact_psd_is_psd_of_residual() -> None:
+    rng = np.random.default_rng(3)
+    clean = rng.integers(20, 200, size=(5, 28, 28, 1)).astype(np.uint8)
+    pattern = np.round(10 * _wave(28, 2, 9))[None, :, :, None]
+    modified = (clean + pattern).astype(np.uint8)  # values stay inside 0..255: the residual is the pattern
+    expected = spectral.radial_psd(np.broadcast_to(pattern, clean.shape).astype(np.float64)).mean(0)
+    np.testing.assert_allclose(spectral.artifact_psd(clean, modified), expected, rtol=1e-6)
+    assert int(np.argmax(spectral.artifact_psd(clean, modified))) == int(round(np.hypot(2, 9)))
+    with pytest.raises(IncompatibleError, match="differ in shape"):
+        spectral.artifact_psd(clean, modified[:2])
+
+
+def test_normalize_psd() -> None:
+    psd = np.array([[1.0, 3.0], [2.0, 2.0]])
+    np.testing.assert_allclose(spectral.normalize_psd(psd).sum(1), 1)
+    np.testing.assert_allclose(spectral.normalize_psd(psd, "max").max(1), 1)
+    with pytest.raises(ConfigError, match="valid choices: sum, max"):
+        spectral.normalize_psd(psd, "area")
+
+
+# ------------------------------------------------------------------------------------------------ Eq. 5.2
+def test_spectrum_normalisation_is_flat_and_whitening_restores_moments() -> None:
+    images = np.stack([_camera(32), _camera(32)[::-1] * 0.5 + 20])[..., None]
+    normalized = spectral.normalize_spectrum(images)
+    magnitude = np.abs(np.fft.fft2(normalized, axes=(1, 2), norm="ortho"))
+    np.testing.assert_allclose(magnitude, 1.0, atol=1e-9)
+    assert np.abs(np.imag(np.fft.ifft2(np.fft.fft2(images, axes=(1, 2)), axes=(1, 2)))).max() < 1e-9
+    whitened = spectral.whiten(normalized, images)
+    np.testing.assert_allclose(whitened.mean(axis=(1, 2)), images.mean(axis=(1, 2)), rtol=1e-10)
+    np.testing.assert_allclose(whitened.std(axis=(1, 2)), images.std(axis=(1, 2)), rtol=1e-10)
+    # whitening is affine, so the spectrum (DC aside) stays flat: each ring's power is its coefficient count
+    psd = spectral.radial_psd(whitened[..., 0])
+    index, n_bins = spectral.radial_index(32, 32)
+    ring = np.bincount(index, minlength=n_bins + 1)[1:n_bins].astype(float)
+    np.testing.assert_allclose(psd[:, 1:] / psd[:, 1:].sum(1, keepdims=True),
+                               np.broadcast_to(ring / ring.sum(), psd[:, 1:].shape), rtol=1e-8)
+    np.testing.assert_allclose(spectral.spectrum_whiten(images), whitened)
+
+
+def test_whiten_shape_mismatch() -> None:
+    with pytest.raises(IncompatibleError):
+        spectral.whiten(np.zeros((2, 8, 8)), np.zeros((3, 8, 8)))
+
+
+# ------------------------------------------------------------------------------------------------ low-pass
+@pytest.mark.parametrize("cutoff", [0.25, 0.5, 0.8])
+def test_lowpass_has_no_power_above_cutoff_and_keeps_mean(cutoff: float) -> None:
+    images = np.stack([_camera(32), _camera(32).T])[..., None]
+    filtered = spectral.lowpass(images, cutoff)
+    psd = spectral.radial_psd(filtered)
+    freqs = spectral.normalized_frequencies(16)
+    # bin k holds radii in [k - 1/2, k + 1/2): bins whose lower edge is above the cutoff radius are empty
+    above = (np.arange(16) - 0.5) > cutoff * 15
+    assert above.any()
+    assert psd[:, above].max() < 1e-20 * psd.max()
+    assert psd[:, freqs <= cutoff].min() > 0
+    np.testing.assert_allclose(filtered.mean(axis=(1, 2)), images.mean(axis=(1, 2)), rtol=1e-12)
+    with pytest.raises(ConfigError, match=r"\(0, 1\]"):
+        spectral.lowpass(images, 1.5)
+
+
+# ------------------------------------------------------------------------------------- learning priority
+def test_learning_priority_of_linear_model_is_psd_of_weight_image() -> None:
+    """Hand derivation: logits z = W x + b, cross-entropy; dL/dx = (p1 - y) (W1 - W0) for two classes,
+    so the mean gradient PSD is mean((p1 - y)**2) * PSD(W1 - W0)."""
+    torch.manual_seed(0)
+    size = 16
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, 2)).double()
+    x = torch.rand(20, 3, size, size, dtype=torch.float64)
+    y = torch.randint(0, 2, (20,))
+    lp = spectral.learning_priority(model, (x, y), normalization=None, batch_size=7, device="cpu")
+    weight = model[1].weight.detach()
+    weight_image = (weight[1] - weight[0]).reshape(1, 3, size, size)
+    p1 = torch.softmax(model(x), 1)[:, 1].detach()
+    expected = ((p1 - y) ** 2).mean().item() * spectral.radial_psd(weight_image)[0].numpy()
+    np.testing.assert_allclose(lp, expected, rtol=1e-5)
+    # normalised, it is the PSD of the weight image itself (as Fig. 5.3 plots it)
+    np.testing.assert_allclose(
+        spectral.normalize_psd(lp), spectral.normalize_psd(spectral.radial_psd(weight_image)[0].numpy()),
+        rtol=1e-5,
+    )
+
+
+def test_learning_priority_batched_equals_one_by_one_with_batchnorm() -> None:
+    """Batch-norm in eval mode keeps images independent, so batched gradients are per-image gradients."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model.train()
+    model(torch.rand(8, 3, 12, 12))  # give batch-norm non-trivial running statistics
+    x = torch.rand(9, 3, 12, 12)
+    y = torch.randint(0, 3, (9,))
+    one = spectral.learning_priority(model, (x, y), normalization=None, batch_size=1, device="cpu")
+    many = spectral.learning_priority(model, (x, y), normalization=None, batch_size=9, device="cpu")
+    np.testing.assert_allclose(many, one, rtol=1e-5)
+    assert model.training  # mode restored
+    assert all(p.grad is None for p in model.parameters())  # parameters untouched
+    pred = spectral.learning_priority(model, (x, None), labels="predicted", normalization=None, device="cpu")
+    assert pred.shape == (6,) and np.all(pred >= 0)
+    with pytest.raises(ConfigError, match="labels='predicted'"):
+        spectral.learning_priority(model, (x, None), normalization=None, device="cpu")
+    with pytest.raises(ConfigError, match="valid choices: true, predicted"):
+        spectral.learning_priority(model, (x, y), labels="soft")
+
+
+# ------------------------------------------------------------------------------------- source edits
+def _fake_cifar(n_per_class: int = 2):
+    from cfct.data import CIFAR10_CLASSES, ImageSet
+
+    rng = np.random.default_rng(4)
+    labels = np.repeat(np.arange(10), n_per_class)
+    images = rng.integers(0, 256, size=(len(labels), 32, 32, 3)).astype(np.uint8)
+    return ImageSet(images, labels, "multi-class", CIFAR10_CLASSES, "cifar10@32:train")
+
+
+def test_coarse_merge_living_thing_vs_artifact() -> None:
+    ds = _fake_cifar()
+    merged = spectral.coarse_merge(ds)
+    assert merged.class_names == ("artifact", "living thing")
+    assert merged.task == "binary" and merged.name.endswith("|coarse")
+    for fine, coarse in zip(ds.labels, merged.labels, strict=True):
+        assert merged.class_names[coarse] == spectral.CIFAR10_COARSE[ds.class_names[fine]]
+    assert np.bincount(merged.labels).tolist() == [8, 12]  # 4 vehicle and 6 animal classes x 2 images
+    with pytest.raises(ConfigError, match="have no coarse class"):
+        spectral.coarse_merge(ds, {"cat": "living thing"})
+
+
+def test_source_edits_change_name_and_content() -> None:
+    ds = _fake_cifar()
+    low = spectral.edit_source(ds, "lowpass-coarse", cutoff=0.3)
+    assert low.images.dtype == np.uint8 and low.images.shape == ds.images.shape
+    assert low.n_classes == 2 and low.fingerprint() != ds.fingerprint()
+    psd = spectral.radial_psd(low.images).mean(0)
+    assert psd[-4:].sum() < 1e-3 * psd[1:].sum()  # only uint8 rounding noise is left at high frequencies
+    white = spectral.edit_source(ds, "spectrum-whiten")
+    assert white.name.endswith("|spectrum-whiten") and white.n_classes == 10
+    np.testing.assert_allclose(white.images.mean(axis=(1, 2)), ds.images.mean(axis=(1, 2)), atol=3)
+    with pytest.raises(ConfigError, match="valid choices: spectrum-whiten, lowpass-coarse"):
+        spectral.edit_source(ds, "blur")
+
+
+# ------------------------------------------------------------------------------------------------ NLM
+def test_estimate_noise_sigma_recovers_known_sigma() -> None:
+    rng = np.random.default_rng(5)
+    smooth = np.tile(np.linspace(50, 200, 64), (64, 1))  # locally linear: the estimator ignores it
+    noisy = smooth[None] + rng.normal(0, 7.0, size=(4, 64, 64))
+    np.testing.assert_allclose(spectral.estimate_noise_sigma(noisy)[:, 0], 7.0, rtol=0.05)
+
+
+def test_nlm_denoise_removes_noise_and_keeps_shape() -> None:
+    rng = np.random.default_rng(6)
+    clean = _camera(64)
+    noisy = np.clip(clean[None] + rng.normal(0, 12, size=(3, 64, 64)), 0, 255).astype(np.uint8)
+    denoised = spectral.nlm_denoise(noisy)
+    assert denoised.shape == noisy.shape and denoised.dtype == np.uint8
+    err_noisy = np.mean((noisy.astype(float) - clean) ** 2)
+    err_denoised = np.mean((denoised.astype(float) - clean) ** 2)
+    assert err_denoised < 0.6 * err_noisy
+    # the artifact lives at high frequencies: its residual's power is mostly in the upper half of the band
+    res = spectral.artifact_psd(noisy, denoised)
+    assert res[8:].sum() > 2 * res[:8].sum()
+    with pytest.raises(ConfigError):
+        spectral.nlm_denoise(noisy, strength=0)
