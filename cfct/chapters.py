@@ -100,15 +100,168 @@ _CH3 = (
 
 # --------------------------------------------------------------------------------------------------
 # Chapter 4 (ch4 helper owns this block)
-_CH4: tuple[Param, ...] = ()
+def _ch4(quick: Any, smoke: Any, paper: Any) -> Any:
+    """Profile-dependent default of a Chapter 4 parameter (quick also covers unknown profiles)."""
+    return lambda p: smoke if p.name == "smoke" else paper if p.name == "paper" else quick
+
+
+def _check_p_art(value: float) -> None:
+    from cfct.errors import ConfigError
+
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"p_art levels must lie in [0, 1]; got {value}")
+
+
+def _check_confounder(name: str) -> None:
+    from cfct import shortcuts
+
+    if shortcuts.get_confounder(name).kind != "image":
+        raise unknown_choice("image confounder", name, [k for k, c in shortcuts.CONFOUNDERS.items()
+                                                        if c.kind == "image"])
+
+
+_CH4: tuple[Param, ...] = (
+    Param("targets", str, None, "targets of the tag and denoising experiments (Fig. 4.3 left, middle)",
+          many=True, check=check_target,
+          from_profile=_ch4("pneumoniamnist", "pneumoniamnist", "pneumoniamnist,breastmnist")),
+    Param("confounders", str, "tag,denoising", "synthetic confounders of Fig. 4.3 (tag, denoising, ...)",
+          many=True, check=_check_confounder),
+    Param("noise_target", str, "pneumoniamnist", "X-ray target of Fig. 4.4 (noise; high vs low noise)",
+          check=check_target),
+    Param("ct_target", str, "csv:iqothnccd-lung-ct", "CT target of Fig. 4.4 (projection vs image noise)",
+          check=check_target),
+    Param("sex_target", str, "csv:nih-cxr14-sample", "target with a 'sex' column (patient-sex confounder)",
+          check=check_target),
+    Param("natural_source", str, None, "natural source spec (with internet: imagenet:resnet50)",
+          from_profile=_natural, check=check_source),
+    Param("medical_source", str, None,
+          "medical source spec; {target} -> the target (default: leave-target-out MedMNIST, see text)"),
+    Param("arch", str, None, "architecture of the random-initialisation baseline",
+          from_profile=lambda p: p.arch, check=check_arch),
+    Param("p_arts", float, None, "correlation levels p_art (4.2.2)", many=True,
+          check=_check_p_art, from_profile=_ch4("0,0.1,0.2,0.5,0.8,1", "0,1", "0,0.1,0.2,0.5,0.8,1")),
+    Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
+    Param("folds", int, None, "train/val splits of each development set (thesis: 5)",
+          from_profile=_ch4(1, 1, 5)),
+    Param("n_dev", int, None, "development set size, train + val (Table 4.1: 248-500)",
+          from_profile=_ch4(100, 40, 400)),
+    Param("n_test", int, None, "test set size (Table 4.1: 83-1710)", from_profile=_ch4(100, 40, 400)),
+    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=_ch4(4, 1, 200)),
+    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=_ch4(4, 1, 30)),
+    Param("lr", float, None, "Adam learning rate (thesis: 1e-5 for up to 200 epochs)",
+          from_profile=lambda p: 1e-5 if p.name == "paper" else 1e-3),
+)
 
 # --------------------------------------------------------------------------------------------------
 # Chapter 5 (ch5 helper owns this block)
-_CH5: tuple[Param, ...] = ()
+def _ch5(quick: Any, smoke: Any, paper: Any) -> Any:
+    """Profile-dependent default of a Chapter 5 parameter (quick also covers unknown profiles)."""
+    return lambda p: smoke if p.name == "smoke" else paper if p.name == "paper" else quick
+
+
+def _check_fraction(name: str) -> Any:
+    def check(value: float) -> None:
+        from cfct.errors import ConfigError
+
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must lie in [0, 1]; got {value}")
+
+    return check
+
+
+def _check_positive(name: str) -> Any:
+    def check(value: float) -> None:
+        from cfct.errors import ConfigError
+
+        if not value > 0:
+            raise ConfigError(f"{name} must be > 0; got {value}")
+
+    return check
+
+
+_CH5: tuple[Param, ...] = (
+    Param("ct_target", str, "csv:iqothnccd-lung-ct",
+          "CT target with projection-domain photon noise (the thesis's LoDoPaB-CT role)", check=check_target),
+    Param("denoise_target", str, "breastmnist",
+          "target with NLM denoising (the thesis's KneeMRI role; any csv:<MRI folder> works)",
+          check=check_target),
+    Param("natural_source", str, None, "natural source spec (with internet: imagenet:resnet50)",
+          from_profile=_natural, check=check_source),
+    Param("medical_source", str, None,
+          "medical source spec (default: leave-target-out MedMNIST, PneumoniaMNIST offline)",
+          from_profile=lambda p: f"pretrained:{p.arch}:medmnist-lto:breastmnist", check=check_source),
+    Param("arch", str, None, "architecture of the random-initialisation baseline",
+          from_profile=lambda p: p.arch, check=check_arch),
+    Param("degradations", float, None, "shares of positive training images with the artifact (5.1.2)",
+          many=True, check=_check_fraction("degradation"),
+          from_profile=_ch5("0,0.1,0.2,0.5,0.8,1", "0,0.5,1", "0,0.1,0.2,0.5,0.8,1")),
+    Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
+    Param("folds", int, None, "train/val splits of each development set (thesis: 5)",
+          from_profile=_ch5(2, 1, 5)),
+    Param("n_dev", int, None, "development set size, train + val (thesis: 375 + 125)",
+          from_profile=_ch5(100, 40, 500)),
+    Param("n_test", int, None, "test set size, capped at what a target's test pool holds (thesis: ~1000)",
+          from_profile=_ch5(100, 40, 1000)),
+    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=_ch5(4, 1, 200)),
+    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=_ch5(4, 1, 30)),
+    Param("lr", float, None, "Adam learning rate (thesis: 1e-5 for up to 200 epochs)",
+          from_profile=lambda p: 1e-5 if p.name == "paper" else 1e-3),
+    Param("priority_images", int, None, "clean test images each learning priority is averaged over",
+          from_profile=_ch5(100, 32, 500)),
+    Param("lowpass_cutoff", float, 0.5, "low-pass cutoff of the natural-source edit (normalised frequency)",
+          check=_check_fraction("lowpass_cutoff")),
+    Param("nlm_strength", float, 1.0, "NLM filter strength h / (0.8 sigma)",
+          check=_check_positive("nlm_strength")),
+    Param("ct_n0", float, 4096.0, "photons per detector bin of the CT noise (LoDoPaB-CT low dose: 4096)",
+          check=_check_positive("ct_n0")),
+)
 
 # --------------------------------------------------------------------------------------------------
 # Chapter 6 (ch6 helper owns this block)
-_CH6: tuple[Param, ...] = ()
+def _by_profile(smoke, quick, paper):
+    return lambda p: {"smoke": smoke, "quick": quick, "paper": paper}[p.name]
+
+
+# Offline zoo: natural (CIFAR-10 and a size variant), leave-target-out MedMNIST (shared with Chapter 3), another
+# MedMNIST dataset at two sizes, random initialisation. With internet add imagenet:{arch} and checkpoint: sources.
+_CH6_SOURCES = ("random:{arch},pretrained:{arch}:cifar10,pretrained:{arch}:cifar10@1000,"
+                "pretrained:{arch}:medmnist-lto:{target},pretrained:{arch}:medmnist:{other}@1000,"
+                "pretrained:{arch}:medmnist:{other}@300")
+_CH6: tuple[Param, ...] = (
+    Param("targets", str, None, "MedMNIST target flags (6.4.1)", many=True, check=check_target,
+          from_profile=_by_profile("breastmnist", "breastmnist,pneumoniamnist", "breastmnist,pneumoniamnist")),
+    Param("sources", str, None,
+          "candidate sources of the dataset scenario; {target}, {other} (the next target) and {arch} are "
+          "filled in per target", many=True,
+          from_profile=_by_profile("random:{arch},pretrained:{arch}:cifar10@300,"
+                                   "pretrained:{arch}:medmnist-lto:{target},pretrained:{arch}:medmnist:{other}@300",
+                                   _CH6_SOURCES, _CH6_SOURCES)),
+    Param("archs", str, None, "architectures of the model scenario", many=True, check=check_arch,
+          from_profile=_by_profile("resnet18,mobilenetv3_small,shufflenetv2_x0_5",
+                                   "resnet18,mobilenetv3_small,shufflenetv2_x0_5,mnasnet1_0",
+                                   "resnet18,densenet121,efficientnetv2_s,mobilenetv3_small,googlenet,"
+                                   "mnasnet1_0,vgg11,convnext_tiny,shufflenetv2_x0_5")),
+    Param("model_source", str, None, "source of the model scenario, {arch} filled in (thesis: imagenet:{arch})",
+          from_profile=_by_profile("pretrained:{arch}:cifar10@300", "pretrained:{arch}:cifar10@1000",
+                                   "imagenet:{arch}")),
+    Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
+    Param("train_per_class", int, None, "target training images per class (6.4.1: 100)",
+          from_profile=_by_profile(20, 100, 100)),
+    Param("val_per_class", int, None, "target validation images per class (6.4.1: 25)",
+          from_profile=_by_profile(10, 25, 25)),
+    Param("grid_lr", float, None, "SGD learning rates of the grid (6.4.2)", many=True,
+          from_profile=_by_profile("0.01", "0.01", "1.0,0.1,0.01,0.001,0.0001,0.00001")),
+    Param("grid_weight_decay", float, None, "weight decays of the grid", many=True,
+          from_profile=_by_profile("0.0", "0.0", "0.001,0.0001,0.00001,0.000001,0.0")),
+    Param("grid_momentum", float, None, "SGD momenta of the grid", many=True,
+          from_profile=_by_profile("0.9", "0.9", "0.9,0.0")),
+    Param("grid_batch_size", int, None, "batch sizes of the grid (0: the target's pair in Table 6.1)",
+          many=True, from_profile=_by_profile("32", "32", "0")),
+    Param("epochs", int, None, "maximum fine-tuning epochs (6.4.2: 400)", from_profile=_by_profile(2, 8, 400)),
+    Param("patience", int, None, "early-stopping patience on validation AUC (6.4.2: 50)",
+          from_profile=_by_profile(1, 3, 50)),
+    Param("fu_batches", int, 6, "batches of the S_FU backward pass (thesis study: 6; Eq. 6.4: 1)"),
+)
 
 # --------------------------------------------------------------------------------------------------
 CHAPTERS: dict[str, Chapter] = {
@@ -136,4 +289,4 @@ def get_chapter(name: str | int) -> Chapter:
                    chapter.id.split("_", 1)[1]}
         if text in aliases:
             return chapter
-    raise unknown_choice("chapter", name, [f"{c.number} ({c.id})" for c in CHAPTERS.values()])
+    raise unknown_choice("chapter", str(name), [f"{c.number} ({c.id})" for c in CHAPTERS.values()])

@@ -21,6 +21,7 @@ ImageDataGenerator settings) and ``'ch6'`` (6.4.2) replace per-sample PIL transf
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -28,7 +29,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,9 @@ __all__ = [
     "AUGMENT_POLICIES",
     "parse_target",
     "validate_target",
+    "parse_dataset",
+    "validate_dataset",
+    "medmnist_file",
     "load_target",
     "load_dataset",
     "available_targets",
@@ -88,35 +92,28 @@ def _medmnist_info() -> dict[str, dict[str, Any]]:
     return medmnist.INFO
 
 
+# The 2D flags of medmnist.INFO (3.0.2), spelled out: importing cfct must not import medmnist (seconds);
+# tests/test_data.py checks this tuple against medmnist.INFO.
+TARGETS: tuple[str, ...] = (
+    "pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist",
+    "breastmnist", "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist",
+)  # fmt: skip
+"""Every 2D MedMNIST flag (targets ``medmnist:<flag>``)."""
+
+
 def _flags_2d() -> tuple[str, ...]:
-    return tuple(f for f in _medmnist_info() if not f.endswith("3d"))
+    return TARGETS
 
 
 def _flags_3d() -> tuple[str, ...]:
-    return tuple(f for f in _medmnist_info() if f.endswith("3d"))
-
-
-class _LazyFlags(Sequence):
-    """Tuple-like view of the 2D MedMNIST flags, read from ``medmnist.INFO`` on first use."""
-
-    def _t(self) -> tuple[str, ...]:
-        return _flags_2d()
-
-    def __getitem__(self, i):  # type: ignore[override]
-        return self._t()[i]
-
-    def __len__(self) -> int:
-        return len(self._t())
-
-    def __contains__(self, x: object) -> bool:
-        return x in self._t()
-
-    def __repr__(self) -> str:
-        return repr(self._t())
-
-
-TARGETS: Sequence[str] = _LazyFlags()
-"""Every 2D MedMNIST flag of ``medmnist.INFO`` (pathmnist, chestmnist, ..., organsmnist)."""
+    return (
+        "organmnist3d",
+        "nodulemnist3d",
+        "adrenalmnist3d",
+        "fracturemnist3d",
+        "vesselmnist3d",
+        "synapsemnist3d",
+    )
 
 
 # ----------------------------------------------------------------------------------------------- ImageSet
@@ -266,9 +263,9 @@ def _parse(spec: str, allowed: Sequence[str]) -> TargetSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"a dataset spec must be a non-empty string; got {spec!r}")
     body, n = _split_n(spec)
-    kind, _, arg = body.partition(":")
+    kind, sep, arg = body.partition(":")
     kind = kind.strip().lower()
-    if not _:  # no colon: a bare flag or 'cifar10'
+    if not sep:  # no colon: a bare flag or 'cifar10'
         if kind in NATURAL_SOURCES:
             kind, arg = "cifar10", ""
         elif kind in _flags_2d() or kind in _flags_3d():
@@ -327,7 +324,7 @@ def _resolve_folder(arg: str, kind: str) -> Path:
 
 
 def validate_target(spec: str) -> str:
-    """Check a target spec early and return its canonical form (``'medmnist:breastmnist'``, ``'csv:<abs>'``).
+    """Check a target spec early; return its canonical form (``'BreastMNIST'`` -> ``'medmnist:breastmnist'``).
 
     A csv folder must exist and hold ``labels.csv``; a MedMNIST flag must be a known 2D flag (the file itself
     is checked when loading, since it may be downloadable).
@@ -626,13 +623,13 @@ def _load_csv(arg: str, size: int, split: str) -> ImageSet:
         labels=labels,
         task="binary" if len(class_names) == 2 else "multi-class",
         class_names=class_names,
-        name=f"csv:{folder}@{size}:all",
+        name=f"csv:{arg}@{size}:all",
         groups=groups,
         meta=meta,
     )
     if split != "all":
         ds = ds.subset(np.flatnonzero(df["split"].astype(str).to_numpy() == split))
-        ds.name, ds.index = f"csv:{folder}@{size}:{split}", None
+        ds.name, ds.index = f"csv:{arg}@{size}:{split}", None
     return ds
 
 
@@ -842,6 +839,12 @@ def _load(t: TargetSpec, size: int, split: str, seed: int) -> ImageSet:
         root = _resolve_folder(t.arg, "imagefolder")
         if (root / split).is_dir():
             root = root / split
+        elif split not in ("train", "all"):
+            subs = sorted(d.name for d in root.iterdir() if d.is_dir())
+            raise ConfigError(
+                f"image folder {root} has no {split!r} sub-folder; its sub-folders (classes, or splits): "
+                f"{', '.join(subs[:20])}; use split='train' or 'all' to read the root itself"
+            )
         ds = _load_image_folder(root, size, f"imagefolder:{root}@{size}", t.n, seed)
         if t.n is not None:
             ds.name = f"{ds.name}[n={t.n},seed={seed}]"
@@ -1036,6 +1039,30 @@ def cv_splits(
 
 
 # ----------------------------------------------------------------------------------------------- transforms
+_SERIAL_NUMEL = 1 << 21  # CPU batches up to this many values are transformed single-threaded
+
+
+@contextlib.contextmanager
+def _serial_if_small(x: torch.Tensor | np.ndarray) -> Iterator[None]:
+    """Run small CPU batch transforms on one thread, restoring the thread count after.
+
+    OpenMP fork/join costs more than elementwise work on a 28 px batch, and on a shared (loaded) CPU every
+    parallel op can stall for milliseconds (measured here, load 9 on 2 cores: 'ch3' on 28 px batches of 64 ran
+    at 1.5k images/s with torch's 2 threads and 14k with 1).
+    """
+    threads = torch.get_num_threads()
+    on_cpu = not isinstance(x, torch.Tensor) or x.device.type == "cpu"
+    numel = x.numel() if isinstance(x, torch.Tensor) else x.size
+    if threads == 1 or not on_cpu or numel > _SERIAL_NUMEL:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
@@ -1051,8 +1078,9 @@ def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
         raise IncompatibleError(f"to_tensor expects (N, H, W, C) with C in (1, 3); got {tuple(x.shape)}")
     scale = 255.0 if x.dtype == torch.uint8 else 1.0
-    x = x.permute(0, 3, 1, 2).to(torch.float32).div_(scale)
-    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
+    with _serial_if_small(x):
+        x = x.permute(0, 3, 1, 2).to(torch.float32).div_(scale)
+        return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
 
 
 def resize(images: np.ndarray | torch.Tensor, size: int, chunk: int = 4096) -> np.ndarray | torch.Tensor:
@@ -1081,27 +1109,25 @@ def normalize(x: torch.Tensor, name: str) -> torch.Tensor:
     mean, std = (
         torch.tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in NORMALIZATION[name]
     )
-    return (x - mean) / std
+    with _serial_if_small(x):
+        return (x - mean) / std
 
 
 AUGMENT_POLICIES = ("none", "ch3", "ch6")
 
 
 def adjust_sharpness(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Batched PIL-style sharpness (as ``torchvision`` ``adjust_sharpness``) with a box sum instead of a conv.
+    """Batched PIL-style sharpness, equal to torchvision's ``adjust_sharpness`` but faster on CPU.
 
-    The PIL smoothing kernel is ``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13`` = (3x3 box sum + 4 x centre) / 13;
-    ``avg_pool2d`` computes the box sum several times faster than torchvision's depthwise conv on CPU.
-    Border pixels stay unchanged, as in PIL.
+    PIL's smoothing kernel ``[[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13`` is (3x3 box sum + 4 x centre) / 13; the
+    box sum is computed separably from shifted slices (four adds), which on CPU is several times faster than
+    torchvision's depthwise convolution or ``avg_pool2d``. Border pixels stay unchanged, as in PIL.
     """
-    inner = (F.avg_pool2d(x, 3, stride=1) * 9 + 4 * x[..., 1:-1, 1:-1]) / 13
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    box = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]
     degenerate = x.clone()
-    degenerate[..., 1:-1, 1:-1] = inner
+    degenerate[..., 1:-1, 1:-1] = (box + 4 * x[..., 1:-1, 1:-1]) / 13
     return (factor * x + (1 - factor) * degenerate).clamp_(0, 1)
-
-
-def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
-    return torch.rand(n, generator=g, dtype=torch.float64) * (hi - lo) + lo
 
 
 class BatchAugment(nn.Module):
@@ -1164,40 +1190,61 @@ class BatchAugment(nn.Module):
         g = generator if generator is not None else self.generator
         if g.device.type != "cpu":
             raise ConfigError("BatchAugment draws its parameters on the CPU; pass a CPU torch.Generator")
-        if self.policy == "ch3":
-            return self._ch3(x, g)
-        return self._ch6(x, g)
+        with _serial_if_small(x):
+            return self._ch3(x, g) if self.policy == "ch3" else self._ch6(x, g)
 
-    # -- geometry helpers: matrices act on pixel coordinates centred on the image (x right, y down)
+    # Geometry: per-image 3x3 matrices on pixel coordinates centred on the image (x right, y down), mapping
+    # output to input positions. They are built in NumPy from one block of uniforms per batch (a handful of
+    # tiny torch ops per image would cost more than the resampling itself at 28 px).
     @staticmethod
-    def _to_theta(m: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """Centred pixel-space output->input matrices (B, 3, 3) -> affine_grid theta (B, 2, 3)."""
-        s = torch.diag(torch.tensor([w / 2, h / 2, 1.0], dtype=m.dtype))
-        s_inv = torch.diag(torch.tensor([2 / w, 2 / h, 1.0], dtype=m.dtype))
-        return (s_inv @ m @ s)[:, :2]
+    def _theta(m: np.ndarray, h: int, w: int, x: torch.Tensor) -> torch.Tensor:
+        """Centred pixel-space matrices (B, 3, 3) -> ``affine_grid`` theta (B, 2, 3) on x's device/dtype."""
+        s = np.diag([w / 2, h / 2, 1.0])
+        s_inv = np.diag([2 / w, 2 / h, 1.0])
+        # cast on the CPU first: MPS has no float64
+        return torch.from_numpy((s_inv @ m @ s)[:, :2]).to(x.dtype).to(x.device)
+
+    @staticmethod
+    def _grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``F.affine_grid(theta, (B, C, h, w), align_corners=False)`` by broadcasting.
+
+        Several times faster on CPU than affine_grid's batched matmul over a homogeneous base grid.
+        """
+        xs = (torch.arange(w, dtype=theta.dtype, device=theta.device) * 2 + 1) / w - 1
+        ys = (torch.arange(h, dtype=theta.dtype, device=theta.device) * 2 + 1) / h - 1
+        t = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1)
+        grid = (
+            t[:, :, 0] * xs.view(1, 1, 1, w) + t[:, :, 1] * ys.view(1, 1, h, 1) + t[:, :, 2]
+        )  # (B, 2, h, w)
+        return grid.permute(0, 2, 3, 1)
+
+    @staticmethod
+    def _rotation(angle: np.ndarray) -> np.ndarray:
+        m = np.repeat(np.eye(3)[None], len(angle), axis=0)
+        c, s = np.cos(angle), np.sin(angle)
+        m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = c, -s, s, c
+        return m
 
     def _ch3(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
         p = self.params
-        theta = torch.deg2rad(_uniform(g, b, -p["rotation"], p["rotation"]))
-        tx = _uniform(g, b, -p["shift"], p["shift"]) * w
-        ty = _uniform(g, b, -p["shift"], p["shift"]) * h
-        shear = torch.deg2rad(_uniform(g, b, -p["shear"], p["shear"]))
-        zx = _uniform(g, b, 1 - p["zoom"], 1 + p["zoom"])
-        zy = _uniform(g, b, 1 - p["zoom"], 1 + p["zoom"])
-        flip = (torch.rand(b, generator=g) < 0.5) if self.hflip else torch.zeros(b, dtype=torch.bool)
-        eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
-        rot, shift, sh, zoom, fl = eye.clone(), eye.clone(), eye.clone(), eye.clone(), eye.clone()
-        c, s = torch.cos(theta), torch.sin(theta)
-        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = c, -s, s, c
-        shift[:, 0, 2], shift[:, 1, 2] = tx, ty
-        sh[:, 0, 1], sh[:, 1, 1] = -torch.sin(shear), torch.cos(shear)
-        zoom[:, 0, 0], zoom[:, 1, 1] = zx, zy
-        fl[:, 0, 0] = torch.where(flip, -1.0, 1.0).double()
-        m = rot @ shift @ sh @ zoom @ fl
-        grid = F.affine_grid(
-            self._to_theta(m, h, w).to(x.device, x.dtype), list(x.shape), align_corners=False
-        )
+        u = torch.rand(b, 7, generator=g, dtype=torch.float64).numpy()
+
+        def span(col: int, r: float) -> np.ndarray:  # uniform in [-r, r]
+            return (2 * u[:, col] - 1) * r
+
+        eye = np.repeat(np.eye(3)[None], b, axis=0)
+        shift, shear, zoom, flip = eye.copy(), eye.copy(), eye.copy(), eye.copy()
+        shift[:, 0, 2], shift[:, 1, 2] = span(1, p["shift"]) * w, span(2, p["shift"]) * h
+        sh = np.deg2rad(span(3, p["shear"]))
+        shear[:, 0, 1], shear[:, 1, 1] = -np.sin(sh), np.cos(sh)
+        zoom[:, 0, 0], zoom[:, 1, 1] = 1 + span(4, p["zoom"]), 1 + span(5, p["zoom"])
+        if self.hflip:
+            flip[:, 0, 0] = np.where(u[:, 6] < 0.5, -1.0, 1.0)
+        # Keras order: rotation @ shift @ shear @ zoom; the flip comes after the affine warp in Keras, so its
+        # output->input matrix is applied first (rightmost).
+        m = self._rotation(np.deg2rad(span(0, p["rotation"]))) @ shift @ shear @ zoom @ flip
+        grid = self._grid(self._theta(m, h, w, x), h, w)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
     def _ch6(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -1205,55 +1252,49 @@ class BatchAugment(nn.Module):
 
         b, _, h, w = x.shape
         p = self.params
-        # Random resized crop box (torchvision's rule, vectorised: 10 tries, fall back to the central crop).
-        area = h * w
         tries = 10
-        scale = _uniform(g, b * tries, *p["scale"]).view(b, tries) * area
-        logr = _uniform(g, b * tries, math.log(p["ratio"][0]), math.log(p["ratio"][1])).view(b, tries)
-        ratio = torch.exp(logr)
-        cw = torch.sqrt(scale * ratio).round()
-        ch = torch.sqrt(scale / ratio).round()
+        u = torch.rand(b, 2 * tries + 7, generator=g, dtype=torch.float64).numpy()
+        # Random resized crop box: torchvision's rule vectorised (10 tries, else the central square crop).
+        lo, hi = p["scale"]
+        area = (lo + (hi - lo) * u[:, :tries]) * (h * w)
+        lr0, lr1 = math.log(p["ratio"][0]), math.log(p["ratio"][1])
+        ratio = np.exp(lr0 + (lr1 - lr0) * u[:, tries : 2 * tries])
+        cw, ch = np.round(np.sqrt(area * ratio)), np.round(np.sqrt(area / ratio))
         ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
-        first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((b,), -1))
-        sel = first.clamp(min=0)
-        cw = torch.where(first >= 0, cw.gather(1, sel[:, None])[:, 0], torch.tensor(float(min(h, w))))
-        ch = torch.where(first >= 0, ch.gather(1, sel[:, None])[:, 0], torch.tensor(float(min(h, w))))
-        u1, u2 = (
-            torch.rand(b, generator=g, dtype=torch.float64),
-            torch.rand(b, generator=g, dtype=torch.float64),
-        )
-        x0 = torch.floor(u1 * (w - cw + 1))
-        y0 = torch.floor(u2 * (h - ch + 1))
-        cx, cy = x0 + cw / 2 - w / 2, y0 + ch / 2 - h / 2  # crop centre, centred pixel coords
-        flip = torch.rand(b, generator=g) < 0.5
-        angle = torch.deg2rad(_uniform(g, b, -p["degrees"], p["degrees"]))
-        do_sharp, do_auto, do_eq = (torch.rand(b, generator=g) < p["p"] for _ in range(3))
-        eye = torch.eye(3, dtype=torch.float64).repeat(b, 1, 1)
-        rot, crop = eye.clone(), eye.clone()
-        c, s = torch.cos(angle), torch.sin(angle)
-        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = c, -s, s, c
-        # output (rotated) -> crop window (output-sized) -> input; flip applied to the input first.
+        first = ok.argmax(1)
+        rows = np.arange(b)
+        side = float(min(h, w))
+        cw = np.where(ok.any(1), cw[rows, first], side)
+        ch = np.where(ok.any(1), ch[rows, first], side)
+        v = u[:, 2 * tries :]
+        x0, y0 = np.floor(v[:, 0] * (w - cw + 1)), np.floor(v[:, 1] * (h - ch + 1))
+        eye = np.repeat(np.eye(3)[None], b, axis=0)
+        crop, flip = eye.copy(), eye.copy()
         crop[:, 0, 0], crop[:, 1, 1] = cw / w, ch / h
-        crop[:, 0, 2], crop[:, 1, 2] = cx, cy
-        fl = eye.clone()
-        fl[:, 0, 0] = torch.where(flip, -1.0, 1.0).double()
-        dev, dt = x.device, x.dtype
-        grid_rot = F.affine_grid(self._to_theta(rot, h, w).to(dev, dt), [b, 1, h, w], align_corners=False)
-        inside = (grid_rot.abs() <= 1).all(-1, keepdim=True).permute(0, 3, 1, 2)  # rotation's zero fill
-        m2 = self._to_theta(fl @ crop, h, w).to(dev, dt)  # (B, 2, 3) applied to the rotated grid
-        grid = grid_rot @ m2[:, :, :2].transpose(1, 2)[:, None] + m2[:, None, None, :, 2]
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False) * inside
-        out = out.clamp_(0, 1)
-
-        def where(mask: torch.Tensor, a: torch.Tensor, b_: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask.to(dev).view(-1, 1, 1, 1), a, b_)
-
-        if do_sharp.any():
-            out = where(do_sharp, adjust_sharpness(out, p["sharpness"]), out)
-        if do_auto.any():
-            out = where(do_auto, TF.autocontrast(out), out)
-        if do_eq.any():
-            out = where(do_eq, TF.equalize(out), out)
+        crop[:, 0, 2], crop[:, 1, 2] = x0 + cw / 2 - w / 2, y0 + ch / 2 - h / 2  # crop centre
+        flip[:, 0, 0] = np.where(v[:, 2] < 0.5, -1.0, 1.0)
+        rot = self._rotation(np.deg2rad((2 * v[:, 3] - 1) * p["degrees"]))
+        do_sharp, do_auto, do_eq = (torch.from_numpy(v[:, k] < p["p"]) for k in (4, 5, 6))
+        # Pipeline flip -> crop -> rotate; output->input: rotate, then crop window, then flip. Rotation fills
+        # with zeros (torchvision's default), so positions rotated outside the crop window are masked.
+        theta_rot = self._theta(rot, h, w, x)
+        theta_all = self._theta(flip @ crop @ rot, h, w, x)
+        rotated = self._grid(theta_rot, h, w)
+        inside = ((rotated[..., 0].abs() <= 1) & (rotated[..., 1].abs() <= 1)).unsqueeze(1)
+        grid = self._grid(theta_all, h, w)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out = out.mul_(inside).clamp_(0, 1)
+        # Colour ops with p each, batched: computed for the chosen images only.
+        for mask, op in (
+            (do_sharp, lambda t: adjust_sharpness(t, p["sharpness"])),
+            (do_auto, TF.autocontrast),
+            (do_eq, TF.equalize),
+        ):
+            if mask.all():
+                out = op(out)
+            elif mask.any():
+                idx = torch.nonzero(mask).squeeze(1).to(x.device)
+                out = out.index_copy(0, idx, op(out.index_select(0, idx)))
         return out
 
 

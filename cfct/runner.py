@@ -137,6 +137,7 @@ def run_chapter(
             str(executed),
             parameters=values,
             kernel_name=kernel_name,
+            language="python",
             cwd=str(spec.notebook.parent),
             progress_bar=progress,
         )

@@ -19,6 +19,7 @@ the same test images, against the value two independent classifiers of the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "layer_output_shapes",
     "layer_similarity",
     "linear_cka",
+    "pair_similarities",
     "prediction_similarity",
     "sampling_plan",
     "svcca_similarity",
@@ -123,14 +125,21 @@ def canonical_correlations(X: Any, Y: Any, *, epsilon: float = CCA_EPSILON) -> n
         empty when every neuron of X or of Y is dead.
     """
     X, Y = _check_pair(X, Y, need_more_rows=True)
+    return _cca_from_covariances(*_covariances(X, Y), epsilon=epsilon)
+
+
+def _covariances(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sigma_XX, Sigma_YY, Sigma_XY (float64, n - 1 normaliser) from one product of the joined matrix."""
+    n, p = X.shape
+    Z = np.hstack([X, Y])
+    Z -= Z.mean(axis=0)
+    joint = Z.T @ Z / (n - 1)
+    return joint[:p, :p], joint[p:, p:], joint[:p, p:]
+
+
+def _cca_from_covariances(sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray, *, epsilon: float) -> np.ndarray:
     if epsilon < 0:
         raise ConfigError(f"epsilon must be >= 0, got {epsilon}")
-    n = X.shape[0]
-    X = X - X.mean(axis=0)
-    Y = Y - Y.mean(axis=0)
-    sxx = X.T @ X / (n - 1)
-    syy = Y.T @ Y / (n - 1)
-    sxy = X.T @ Y / (n - 1)
     xmax = np.abs(sxx).max()
     ymax = np.abs(syy).max()
     if xmax == 0 or ymax == 0:
@@ -146,6 +155,12 @@ def canonical_correlations(X: Any, Y: Any, *, epsilon: float = CCA_EPSILON) -> n
     whitened = _inverse_sqrt(sxx) @ sxy @ _inverse_sqrt(syy)
     rho = np.linalg.svd(whitened, compute_uv=False)
     return np.clip(rho, 0.0, 1.0)
+
+
+def _cka_from_covariances(sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray) -> float:
+    # ||Y_c^T X_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F); the common 1/(n-1)^2 cancels.
+    norm = np.linalg.norm(sxx) * np.linalg.norm(syy)
+    return float(np.linalg.norm(sxy) ** 2 / norm) if norm > 0 else 0.0
 
 
 def cca_similarity(X: Any, Y: Any, *, epsilon: float = CCA_EPSILON) -> float:
@@ -224,12 +239,27 @@ def linear_cka(X: Any, Y: Any) -> float:
         Similarity in [0, 1]; 0.0 when either side is constant.
     """
     X, Y = _check_pair(X, Y, need_more_rows=False)
-    X = X - X.mean(axis=0)
-    Y = Y - Y.mean(axis=0)
     # Feature-space form: p x q products, cheap for the 20,000 x 64 matrices of 3.3.1.
-    cross = np.linalg.norm(Y.T @ X) ** 2
-    norm = np.linalg.norm(X.T @ X) * np.linalg.norm(Y.T @ Y)
-    return float(cross / norm) if norm > 0 else 0.0
+    return _cka_from_covariances(*_covariances(X, Y))
+
+
+def pair_similarities(X: Any, Y: Any, measures: Sequence[str] = ("cca", "cka")) -> dict[str, float]:
+    """Several measures of one pair at once; CCA and CKA share one covariance computation."""
+    for m in measures:
+        if m not in MEASURES:
+            raise unknown_choice("similarity measure", m, MEASURES)
+    X, Y = _check_pair(X, Y, need_more_rows="cca" in measures or "svcca" in measures)
+    out: dict[str, float] = {}
+    if "cca" in measures or "cka" in measures:
+        covs = _covariances(X, Y)
+        if "cca" in measures:
+            rho = _cca_from_covariances(*covs, epsilon=CCA_EPSILON)
+            out["cca"] = float(rho.mean()) if rho.size else 0.0
+        if "cka" in measures:
+            out["cka"] = _cka_from_covariances(*covs)
+    if "svcca" in measures:
+        out["svcca"] = svcca_similarity(X, Y)
+    return {m: out[m] for m in measures}
 
 
 MEASURES: dict[str, Callable[[Any, Any], float]] = {
@@ -572,3 +602,726 @@ def layer_similarity(
             raise IncompatibleError(f"layer {layer!r}: different numbers of repeats")
         out[layer] = float(np.mean([fn(a, b) for a, b in zip(acts_a[layer], acts_b[layer])]))
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# ResNet stages, stimuli and the layer-wise experiment of 3.5.2
+
+# The thesis compares the stem output (Keras ``conv1_relu``) and each stage output (``conv2_block3_out`` ...
+# ``conv5_block3_out``), named conv1 and block1-block4 in its figures.
+STAGES = ("conv1", "block1", "block2", "block3", "block4")
+_STAGE_MODULES = {"block1": "layer1", "block2": "layer2", "block3": "layer3", "block4": "layer4"}
+
+
+def resnet_stages(model: nn.Module) -> dict[str, nn.Module]:
+    """The five compared layers of a (torchvision or timm) ResNet, possibly wrapped: conv1 (after BN and
+    ReLU) and block1-block4 (outputs of ``layer1``-``layer4``).
+
+    Raises
+    ------
+    IncompatibleError
+        When the model has no ResNet stem activation or stages.
+    """
+    modules = dict(model.named_modules())
+    out: dict[str, nn.Module] = {}
+    for prefix in sorted({n.rsplit("layer1", 1)[0] for n in modules if n.endswith("layer1")}, key=len):
+        stem = next((modules[prefix + a] for a in ("relu", "act1") if prefix + a in modules), None)
+        stages = {k: modules.get(prefix + v) for k, v in _STAGE_MODULES.items()}
+        if stem is not None and all(m is not None for m in stages.values()):
+            out = {"conv1": stem, **stages}  # type: ignore[dict-item]
+            break
+    if not out:
+        raise IncompatibleError(
+            f"{type(model).__name__} has no ResNet stem activation (relu/act1) and layer1-layer4; "
+            "pass explicit layers for other architectures"
+        )
+    return out
+
+
+def stimulus_preprocess(normalization: str) -> Callable[[np.ndarray], torch.Tensor]:
+    """uint8 NHWC stimulus batch -> float (B, 3, H, W) normalised as the network expects (6.4.2)."""
+    from cfct import data
+
+    if normalization not in data.NORMALIZATION:
+        raise unknown_choice("normalization", normalization, data.NORMALIZATION)
+    return lambda batch: data.normalize(data.to_tensor(batch), normalization)
+
+
+def network_activations(
+    model: nn.Module,
+    images: np.ndarray,
+    plan: Mapping[str, LayerSample],
+    *,
+    normalization: str | None = None,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, list[np.ndarray]]:
+    """:func:`capture_activations` on a ResNet's five stages with its own input normalisation."""
+    norm = normalization or getattr(model, "normalization", None) or "half"
+    stages = resnet_stages(model)
+    model = model.to(device)
+    return capture_activations(
+        model,
+        images,
+        plan,
+        layers={k: stages[k] for k in plan},
+        preprocess=stimulus_preprocess(norm),
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A network to compare: a stable identity (for the cache key) and a loader called only when needed."""
+
+    identity: str
+    load: Callable[[], nn.Module]
+
+
+def compare_layers(
+    networks: Mapping[str, Network],
+    pairs: Sequence[tuple[str, str]],
+    images: np.ndarray,
+    *,
+    stimuli_id: str,
+    measures: Sequence[str] = ("cca", "cka"),
+    target_rows: int = TARGET_ROWS,
+    n_channels: int = N_CHANNELS,
+    repeats: int = REPEATS,
+    seed: int = 0,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+    store: Any = None,
+    progress: bool = True,
+) -> Any:
+    """Layer-wise similarity (Eq. 3.1 and CKA) of network pairs over the same stimuli, 3.3.1 protocol.
+
+    Every network is loaded once and its sampled activations captured in one pass; the plan (images and
+    channels per layer and repeat) is shared by all networks. Cached in the results store (kind
+    ``ch3-layer-similarity``) under the networks' identities, the stimuli and the protocol, so re-running
+    recomputes nothing.
+
+    Parameters
+    ----------
+    networks : mapping of name to :class:`Network`
+    pairs : sequence of (name, name)
+    images : uint8 array (N, H, W, C)
+        Stimulus images.
+    stimuli_id : str
+        Identity of the stimulus set (e.g. ``ImageSet.fingerprint()``), part of the cache key.
+    measures : sequence of {'cca', 'svcca', 'cka'}
+    target_rows, n_channels, repeats, seed : protocol of :func:`sampling_plan`
+    batch_size, device, store, progress
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair, layer, measure and repeat: ``a, b, layer, measure, repeat, value, rows, channels``.
+    """
+    import pandas as pd
+
+    from cfct import results
+
+    for m in measures:
+        if m not in MEASURES:
+            raise unknown_choice("similarity measure", m, MEASURES)
+    used = sorted({n for pair in pairs for n in pair})
+    for name in used:
+        if name not in networks:
+            raise unknown_choice("network", name, sorted(networks))
+    store = store if store is not None else results.default_store()
+    config = {
+        "networks": {name: networks[name].identity for name in used},
+        "pairs": [list(p) for p in pairs],
+        "stimuli": stimuli_id,
+        "n_stimuli": len(images),
+        "measures": list(measures),
+        "protocol": {"target_rows": target_rows, "n_channels": n_channels, "repeats": repeats, "seed": seed},
+        "layers": list(STAGES),
+    }
+
+    def compute(workdir: Any) -> dict[str, Any]:
+        plan: dict[str, LayerSample] | None = None
+        acts: dict[str, dict[str, list[np.ndarray]]] = {}
+        for name in tqdm(used, desc="networks", disable=not progress, leave=False):
+            model = networks[name].load()
+            if plan is None:
+                x = stimulus_preprocess(getattr(model, "normalization", None) or "half")(images[:1])
+                shapes = layer_output_shapes(model, x, resnet_stages(model))
+                plan = sampling_plan(
+                    shapes,
+                    len(images),
+                    target_rows=target_rows,
+                    n_channels=n_channels,
+                    repeats=repeats,
+                    seed=seed,
+                )
+            acts[name] = network_activations(
+                model, images, plan, batch_size=batch_size, device=device, progress=progress
+            )
+            del model
+        assert plan is not None
+        rows = []
+        for a, b in pairs:
+            for layer in plan:
+                for r in range(plan[layer].repeats):
+                    values = pair_similarities(acts[a][layer][r], acts[b][layer][r], measures)
+                    for measure, value in values.items():
+                        rows.append(
+                            {
+                                "a": a,
+                                "b": b,
+                                "layer": layer,
+                                "measure": measure,
+                                "repeat": r,
+                                "value": value,
+                                "rows": plan[layer].rows,
+                                "channels": plan[layer].n_channels,
+                            }
+                        )
+        pd.DataFrame(rows).to_csv(workdir / "similarity.csv", index=False)
+        return {
+            "n_values": len(rows),
+            "rows_per_layer": {k: s.rows for k, s in plan.items()},
+            "channels_per_layer": {k: s.n_channels for k, s in plan.items()},
+        }
+
+    run = store.cached("ch3-layer-similarity", config, compute)
+    return pd.read_csv(run.file("similarity.csv"))
+
+
+# --------------------------------------------------------------------------------------------------
+# First-layer filters (Fig. 3.4)
+
+
+def gabor_bank(
+    size: int = 7,
+    n_orientations: int = 6,
+    wavelengths: Sequence[float] = (3.0, 4.5, 7.0),
+    phases: Sequence[float] = (0.0, np.pi / 2),
+    sigma_ratio: float = 0.5,
+) -> np.ndarray:
+    """Synthetic Gabor filters ``g(x, y) = exp(-(x'^2 + y'^2) / (2 s^2)) cos(2 pi x' / lambda + phi)``.
+
+    ``x'`` is the coordinate along orientation theta; ``s = sigma_ratio * lambda``. The default bank has
+    6 orientations x 3 wavelengths x 2 phases = 36 filters of 7 x 7, the size of a ResNet ``conv1`` kernel
+    (the thesis shows 36 Gabor filters beside 36 ``conv1`` filters, Fig. 3.4c).
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_orientations * len(wavelengths) * len(phases), size, size)
+        Each filter zero-mean and unit-norm.
+    """
+    if size < 3:
+        raise ConfigError(f"size must be >= 3, got {size}")
+    half = (size - 1) / 2
+    y, x = np.mgrid[-half : half + 1, -half : half + 1]
+    out = []
+    for theta in np.arange(n_orientations) * np.pi / n_orientations:
+        xr = x * np.cos(theta) + y * np.sin(theta)
+        yr = -x * np.sin(theta) + y * np.cos(theta)
+        for lam in wavelengths:
+            s = sigma_ratio * lam
+            for phi in phases:
+                g = np.exp(-(xr**2 + yr**2) / (2 * s**2)) * np.cos(2 * np.pi * xr / lam + phi)
+                g = g - g.mean()
+                out.append(g / (np.linalg.norm(g) + 1e-12))
+    return np.stack(out)
+
+
+def gabor_likeness(filters: Any, bank: np.ndarray | None = None) -> np.ndarray:
+    """Best |cosine| of each first-layer filter with a dense Gabor bank, a number for Fig. 3.4's claim.
+
+    Each filter ``(out, in, k, k)`` is averaged over input channels (the luminance response: grey targets
+    repeat one channel three times) and made zero-mean before the comparison. 1 means a filter is exactly
+    some Gabor filter of the bank; random filters score lower.
+    """
+    w = filters.detach().cpu().numpy() if isinstance(filters, torch.Tensor) else np.asarray(filters)
+    if w.ndim != 4 or w.shape[2] != w.shape[3]:
+        raise IncompatibleError(f"filters must be (out, in, k, k), got shape {w.shape}")
+    k = w.shape[2]
+    if bank is None:
+        bank = np.concatenate(
+            [
+                gabor_bank(
+                    k,
+                    n_orientations=16,
+                    wavelengths=np.geomspace(2.5, 3 * k, 14),
+                    phases=np.linspace(0, np.pi, 8, endpoint=False),
+                    sigma_ratio=r,
+                )
+                for r in (0.35, 0.5, 0.7)
+            ]
+        )
+    f = w.mean(axis=1).reshape(len(w), -1)
+    f = f - f.mean(axis=1, keepdims=True)
+    f = f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)
+    return np.abs(f @ bank.reshape(len(bank), -1).T).max(axis=1)
+
+
+def first_layer_filters(model: nn.Module) -> torch.Tensor:
+    """The first convolution's weights ``(out, in, k, k)`` of a network (ResNet ``conv1``)."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.weight.detach().cpu()
+    raise IncompatibleError(f"{type(model).__name__} has no Conv2d layer")
+
+
+# --------------------------------------------------------------------------------------------------
+# AUC gain (Fig. 3.6)
+
+
+def relative_gain(auc: float, auc_random: float) -> float:
+    """AUC gain of pre-training over random initialisation, relative: ``(AUC - AUC_random) / AUC_random``.
+
+    The thesis's Fig. 3.6 script plots this relative difference (its axis label says "AUC difference").
+    """
+    if auc_random <= 0:
+        raise ConfigError(f"random-initialisation AUC must be positive, got {auc_random}")
+    return (auc - auc_random) / auc_random
+
+
+# --------------------------------------------------------------------------------------------------
+# The comparisons of Fig. 3.3 (names of the networks of one target and fold)
+
+# natural / medical: the pre-trained sources before fine-tuning; *_ft: after fine-tuning without freezing;
+# *_ft_freeze: after freeze-then-full fine-tuning (3.4.2); random, random2: two random initialisations.
+PAIRS_A: tuple[tuple[str, str], ...] = (
+    ("natural", "natural_ft"),
+    ("medical", "medical_ft"),
+    ("natural", "natural_ft_freeze"),
+    ("medical", "medical_ft_freeze"),
+)
+PAIRS_B: tuple[tuple[str, str], ...] = (
+    ("natural", "medical"),
+    ("natural_ft", "medical_ft"),
+    ("natural_ft_freeze", "medical_ft_freeze"),
+    ("random", "random2"),
+    ("natural", "random"),
+    ("medical", "random"),
+)
+PAIR_LABELS: dict[tuple[str, str], str] = {
+    ("natural", "natural_ft"): "natural - natural$^{FT}$",
+    ("medical", "medical_ft"): "medical - medical$^{FT}$",
+    ("natural", "natural_ft_freeze"): "natural - natural$^{FT}$ (freeze)",
+    ("medical", "medical_ft_freeze"): "medical - medical$^{FT}$ (freeze)",
+    ("natural", "medical"): "natural - medical",
+    ("natural_ft", "medical_ft"): "natural$^{FT}$ - medical$^{FT}$ (no freeze)",
+    ("natural_ft_freeze", "medical_ft_freeze"): "natural$^{FT}$ - medical$^{FT}$ (freeze)",
+    ("random", "random2"): "random - random",
+    ("natural", "random"): "natural - random",
+    ("medical", "random"): "medical - random",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The experiments of 3.5.2-3.5.4 on the fine-tuned runs of 3.5.1 (cfct.transfer.transfer_matrix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Stimuli and protocol of the layer-wise comparison for one profile.
+
+    ``stimuli='test'`` uses each fold's held-out test split (the thesis's script); ``'pooled'`` draws
+    ``stimulus_images`` images from the whole target, the same for every fold: at 28 px a test split of
+    100-900 images cannot fill the 20,000 rows of 3.3.1 at the deeper layers (ResNet18's block4 is 1 x 1).
+    """
+
+    stimuli: str
+    stimulus_images: int
+    repeats: int
+    target_rows: int = TARGET_ROWS
+    n_channels: int = N_CHANNELS
+    measures: tuple[str, ...] = ("cca", "cka")
+
+
+SETTINGS: dict[str, Settings] = {
+    "smoke": Settings("pooled", 300, 2),
+    "quick": Settings("pooled", 2000, REPEATS),
+    "paper": Settings("test", 0, REPEATS),
+}
+STRATEGY_SUFFIX = {"no freeze": "_ft", "freeze": "_ft_freeze"}
+
+
+def settings_for(profile: str) -> Settings:
+    """The :class:`Settings` of a profile name."""
+    if profile not in SETTINGS:
+        raise unknown_choice("profile", profile, SETTINGS)
+    return SETTINGS[profile]
+
+
+def _runs_by_cell(runs: Sequence[Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """(target, fold) -> network name (natural_ft, medical_ft_freeze, random_ft, ...) -> TransferRun."""
+    cells: dict[tuple[str, int], dict[str, Any]] = {}
+    for run in runs:
+        role = "random" if run.source.startswith("random") else run.source
+        if run.strategy not in STRATEGY_SUFFIX:
+            raise unknown_choice("strategy", run.strategy, STRATEGY_SUFFIX)
+        cells.setdefault((run.target, run.fold), {})[role + STRATEGY_SUFFIX[run.strategy]] = run
+    return cells
+
+
+def before_finetuning(run: Any, *, profile: str | None = None) -> nn.Module:
+    """The network a fine-tune started from: the source's weights with the fine-tune's fresh head.
+
+    Rebuilt with the same call :func:`cfct.train.finetune` makes (same spec, number of classes, input size,
+    head seed and pre-training settings), so its backbone is the pre-trained source and its head the
+    untrained, seeded linear layer fine-tuning began with. This is what "before fine-tuning" means on this
+    page, for CCA (only the backbone matters) and for prediction similarity (the head decides).
+    """
+    from cfct import train, zoo
+
+    cfg = run.result.run.config
+    pretrain_kwargs = {"seed": train.SOURCE_SEED} if zoo.parse_spec(run.spec).kind == "pretrained" else None
+    return zoo.create(
+        run.spec,
+        int(cfg["n_classes"]),
+        input_size=int(cfg["input_size"]),
+        profile=profile,
+        seed=int(cfg["finetune"]["seed"]),
+        pretrain_kwargs=pretrain_kwargs,
+    ).eval()
+
+
+def _stimuli(target: str, fold: Any, size: int, settings: Settings, seed: int) -> tuple[np.ndarray, str]:
+    from cfct import data
+
+    if settings.stimuli == "test":
+        return fold.test.images, fold.test.fingerprint()
+    if settings.stimuli != "pooled":
+        raise unknown_choice("stimuli", settings.stimuli, ("pooled", "test"))
+    pooled = data.load_target(target, "all", size)
+    idx = np.sort(np.random.default_rng(seed).permutation(len(pooled))[: settings.stimulus_images or None])
+    sub = pooled.subset(idx)
+    return sub.images, sub.fingerprint()
+
+
+def layer_similarity_table(
+    runs: Sequence[Any],
+    folds: Mapping[str, Sequence[Any]],
+    *,
+    profile: str,
+    seed: int = 0,
+    settings: Settings | None = None,
+    device: str | torch.device = "cpu",
+    store: Any = None,
+    progress: bool = True,
+) -> Any:
+    """Fig. 3.3 data: layer-wise CCA and CKA of every pair of :data:`PAIRS_A` and :data:`PAIRS_B`, per fold.
+
+    Parameters
+    ----------
+    runs : sequence of cfct.transfer.TransferRun
+        The fine-tunes of 3.5.1 (natural, medical, random init; 'no freeze' and 'freeze'); reused, never
+        retrained.
+    folds : mapping target -> list of cfct.transfer.Fold
+        The folds those runs used (for the test-split stimuli and the image size).
+    profile : str
+        Profile name (pre-training settings of ``pretrained:`` sources; default :class:`Settings`).
+    seed : int
+        Seeds the stimulus draw, the sampling plan and the two random initialisations.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``target, fold, a, b, layer, measure, repeat, value, rows, channels``.
+    """
+    import pandas as pd
+
+    from cfct import zoo
+
+    settings = settings or settings_for(profile)
+    frames = []
+    for (target, k), cell in _runs_by_cell(runs).items():
+        fold = folds[target][k]
+        size = int(fold.test.images.shape[1])
+        images, stimuli_id = _stimuli(target, fold, size, settings, seed)
+        n_classes = fold.train.n_classes
+        networks: dict[str, Network] = {}
+        for role in ("natural", "medical"):
+            first = cell.get(f"{role}_ft") or cell.get(f"{role}_ft_freeze")
+            if first is None:
+                continue
+            src = first.result.run.config["source"]
+            networks[role] = Network(
+                f"before:{json_key(src)}", lambda first=first: before_finetuning(first, profile=profile)
+            )
+            for name in (f"{role}_ft", f"{role}_ft_freeze"):
+                if name in cell:
+                    networks[name] = Network(f"run:{cell[name].result.run.key}", cell[name].result.load_model)
+        arch = zoo.parse_spec(next(iter(cell.values())).spec).arch
+        for name, s in (("random", 2 * k + 1000 * (seed + 1)), ("random2", 2 * k + 1 + 1000 * (seed + 1))):
+            networks[name] = Network(
+                f"random:{arch}:{s}:{size}",
+                functools.partial(_random_network, f"random:{arch}", n_classes, size, s),
+            )
+        pairs = [p for p in PAIRS_A + PAIRS_B if p[0] in networks and p[1] in networks]
+        df = compare_layers(
+            networks,
+            pairs,
+            images,
+            stimuli_id=stimuli_id,
+            measures=settings.measures,
+            target_rows=settings.target_rows,
+            n_channels=settings.n_channels,
+            repeats=settings.repeats,
+            seed=seed + k,
+            device=device,
+            store=store,
+            progress=progress,
+        )
+        frames.append(df.assign(target=target, fold=k))
+    if not frames:
+        raise ConfigError("no fine-tuned runs given: run the transfer matrix of 3.5.1 first")
+    out = pd.concat(frames, ignore_index=True)
+    return out[["target", "fold", *[c for c in out.columns if c not in ("target", "fold")]]]
+
+
+def _random_network(spec: str, n_classes: int, size: int, seed: int) -> nn.Module:
+    from cfct import zoo
+
+    return zoo.create(spec, n_classes, input_size=size, seed=seed).eval()
+
+
+def json_key(config: Mapping[str, Any]) -> str:
+    """Short stable hash of a JSON-able configuration (the results store's key function)."""
+    from cfct import results
+
+    return results.config_hash(config)
+
+
+def prediction_similarity_table(
+    runs: Sequence[Any],
+    folds: Mapping[str, Sequence[Any]],
+    *,
+    profile: str,
+    device: str | torch.device = "cpu",
+    store: Any = None,
+) -> Any:
+    """Fig. 3.5 data: Eq. 3.2 for natural vs medical after fine-tuning, before it, and the baseline.
+
+    After fine-tuning: the two fine-tuned networks' test predictions (each strategy). Before: the networks
+    of :func:`before_finetuning` (pre-trained backbone, untrained seeded head) on the same test split; their
+    predictions are cached in the store. Baseline: ``a1 a2 + (1 - a1)(1 - a2)`` from the fine-tuned
+    networks' accuracies (3.3.2).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``target, fold, strategy, kind, value, accuracy_natural, accuracy_medical``.
+    """
+    import pandas as pd
+
+    from cfct import results, train
+
+    store = store if store is not None else results.default_store()
+    rows = []
+    for (target, k), cell in _runs_by_cell(runs).items():
+        fold = folds[target][k]
+        if fold.test.task == "multi-label":
+            raise IncompatibleError(f"{target}: prediction similarity (Eq. 3.2) needs single-label classes")
+        before_probs = {}
+        for role in ("natural", "medical"):
+            first = cell.get(f"{role}_ft") or cell.get(f"{role}_ft_freeze")
+            if first is None:
+                continue
+            config = {
+                "source": first.result.run.config["source"],
+                "test": fold.test.fingerprint(),
+                "n_classes": fold.train.n_classes,
+                "input_size": first.result.run.config["input_size"],
+                "head_seed": first.result.run.config["finetune"]["seed"],
+            }
+
+            def compute(workdir: Any, first: Any = first, test: Any = fold.test) -> dict[str, Any]:
+                probs = train.predict(before_finetuning(first, profile=profile), test, device=device)
+                np.save(workdir / "probs.npy", probs)
+                return {"n": len(probs)}
+
+            before_probs[role] = store.cached("ch3-before-predictions", config, compute).array("probs")
+        labels = np.asarray(fold.test.labels).reshape(-1)
+        if len(before_probs) == 2:
+            ps = prediction_similarity(before_probs["natural"], before_probs["medical"], labels)
+            rows.append(
+                {
+                    "target": target,
+                    "fold": k,
+                    "strategy": "-",
+                    "kind": "before fine-tuning",
+                    "value": ps.similarity,
+                    "accuracy_natural": ps.accuracy_a,
+                    "accuracy_medical": ps.accuracy_b,
+                }
+            )
+        for strategy, suffix in STRATEGY_SUFFIX.items():
+            a, b = cell.get(f"natural{suffix}"), cell.get(f"medical{suffix}")
+            if a is None or b is None:
+                continue
+            if not np.array_equal(a.result.test_labels.reshape(-1), b.result.test_labels.reshape(-1)):
+                raise IncompatibleError(f"{target} fold {k}: the two runs were tested on different images")
+            ps = prediction_similarity(
+                a.result.test_probs, b.result.test_probs, a.result.test_labels.reshape(-1)
+            )
+            common = {
+                "target": target,
+                "fold": k,
+                "strategy": strategy,
+                "accuracy_natural": ps.accuracy_a,
+                "accuracy_medical": ps.accuracy_b,
+            }
+            rows.append({**common, "kind": "after fine-tuning", "value": ps.similarity})
+            rows.append({**common, "kind": "independent mistakes", "value": ps.baseline})
+    return pd.DataFrame(rows)
+
+
+def gain_similarity_table(similarity: Any, runs: Sequence[Any], *, measure: str = "cca") -> Any:
+    """Fig. 3.6 data: relative AUC gain over random initialisation vs similarity before vs after fine-tuning.
+
+    One row per target, fold, source, strategy and layer: ``similarity`` is the mean over repeats of the
+    source against its fine-tuned self, ``gain`` is :func:`relative_gain` of the fine-tune's test AUC over the
+    same fold's randomly initialised fine-tune (no freezing, as Table 3.2).
+    """
+    import pandas as pd
+
+    sim = similarity[similarity.measure == measure]
+    sim = sim.groupby(["target", "fold", "a", "b", "layer"], as_index=False)["value"].mean()
+    rows = []
+    for (target, k), cell in _runs_by_cell(runs).items():
+        rnd = cell.get("random_ft")
+        if rnd is None:
+            continue
+        for role in ("natural", "medical"):
+            for strategy, suffix in STRATEGY_SUFFIX.items():
+                run = cell.get(role + suffix)
+                if run is None:
+                    continue
+                gain = relative_gain(run.result.metrics["test_auc"], rnd.result.metrics["test_auc"])
+                sel = sim[
+                    (sim.target == target) & (sim.fold == k) & (sim.a == role) & (sim.b == role + suffix)
+                ]
+                for layer, value in zip(sel.layer, sel.value):
+                    rows.append(
+                        {
+                            "target": target,
+                            "fold": k,
+                            "source": role,
+                            "freeze": strategy == "freeze",
+                            "layer": layer,
+                            "similarity": value,
+                            "gain": gain,
+                            "auc": run.result.metrics["test_auc"],
+                            "auc_random": rnd.result.metrics["test_auc"],
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def gain_correlations(table: Any) -> Any:
+    """Spearman correlation of gain and similarity per source and layer (the claim of 3.5.4), with n."""
+    import pandas as pd
+    from scipy import stats
+
+    rows = []
+    for (source, layer), sel in table.groupby(["source", "layer"], sort=False):
+        rho = stats.spearmanr(sel.similarity, sel.gain).statistic if sel.similarity.nunique() > 1 else np.nan
+        rows.append({"source": source, "layer": layer, "spearman_rho": rho, "n": len(sel)})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The thesis's statements of 3.5.2-3.5.4, checked against a run's tables
+
+
+def _pair_mean(means: Any, a: str, b: str, measure: str, layers: Sequence[str] = STAGES) -> float:
+    sel = means[(means.a == a) & (means.b == b) & (means.measure == measure) & means.layer.isin(list(layers))]
+    return float(sel.value.mean()) if len(sel) else float("nan")
+
+
+def layer_claims(similarity: Any, measure: str = "cca") -> Any:
+    """The statements of 3.5.2 as rows: what the thesis reports, the two numbers compared here, and whether
+    this run agrees. Numbers are means over folds and layers (or the named layers) of one target."""
+    import pandas as pd
+
+    keys = [c for c in ("target", "fold", "a", "b", "layer", "measure") if c in similarity.columns]
+    means = similarity.groupby(keys, as_index=False)["value"].mean()
+    statements = [
+        (
+            "natural weights change less in fine-tuning than medical ones (Fig. 3.3a)",
+            ("natural", "natural_ft", STAGES),
+            ("medical", "medical_ft", STAGES),
+        ),
+        (
+            "natural and medical are less similar after fine-tuning (no freeze) than before",
+            ("natural", "medical", STAGES),
+            ("natural_ft", "medical_ft", STAGES),
+        ),
+        (
+            "natural and medical are less similar after fine-tuning (freeze) than before",
+            ("natural", "medical", STAGES),
+            ("natural_ft_freeze", "medical_ft_freeze", STAGES),
+        ),
+        (
+            "fine-tuned natural vs medical is below two random initialisations",
+            ("random", "random2", STAGES),
+            ("natural_ft", "medical_ft", STAGES),
+        ),
+        (
+            "in conv1, natural vs medical is about as similar as two random initialisations",
+            ("random", "random2", ("conv1",)),
+            ("natural", "medical", ("conv1",)),
+        ),
+    ]
+    rows = []
+    for target, sub in means.groupby("target", sort=False) if "target" in means else [("", means)]:
+        for text, (a1, b1, l1), (a2, b2, l2) in statements:
+            first, second = _pair_mean(sub, a1, b1, measure, l1), _pair_mean(sub, a2, b2, measure, l2)
+            if "about as similar" in text:
+                agrees = abs(first - second) < 0.1
+            else:
+                agrees = first > second
+            rows.append(
+                {
+                    "target": target,
+                    "measure": measure,
+                    "thesis reports": text,
+                    "compared": f"{a1}-{b1} vs {a2}-{b2} ({', '.join(l1) if len(l1) < 5 else 'all layers'})",
+                    "first": round(first, 3),
+                    "second": round(second, 3),
+                    "this run agrees": bool(agrees) if np.isfinite(first + second) else None,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def prediction_claims(table: Any) -> Any:
+    """The statements of 3.5.3 per target: after fine-tuning, mistakes are more alike than independent ones,
+    and more alike than before fine-tuning (means over folds and strategies)."""
+    import pandas as pd
+
+    rows = []
+    for target, sub in table.groupby("target", sort=False):
+        after = sub[sub.kind == "after fine-tuning"].value.mean()
+        indep = sub[sub.kind == "independent mistakes"].value.mean()
+        before = sub[sub.kind == "before fine-tuning"].value.mean()
+        rows.append(
+            {
+                "target": target,
+                "thesis reports": "after fine-tuning > independent mistakes",
+                "first": round(after, 3),
+                "second": round(indep, 3),
+                "this run agrees": bool(after > indep),
+            }
+        )
+        rows.append(
+            {
+                "target": target,
+                "thesis reports": "after fine-tuning > before fine-tuning",
+                "first": round(after, 3),
+                "second": round(before, 3),
+                "this run agrees": bool(after > before),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -2,7 +2,8 @@
 per-target ranks, the Friedman test and the Nemenyi critical difference (thesis 6.3.1, 6.5.2).
 
 All functions take plain arrays / DataFrames and return plain numbers or DataFrames, so every chapter can use
-them. Library routines are used where they exist (``scipy.stats.weightedtau``, ``scipy.stats.friedmanchisquare``,
+them. Library routines are used where they exist (``scipy.stats.weightedtau``,
+``scipy.stats.friedmanchisquare``,
 ``scipy.stats.studentized_range``, ``scipy.stats.permutation_test``); this module adds argument checks and the
 conventions the thesis used.
 """
@@ -46,8 +47,10 @@ def permutation_test(a, b, *, n_resamples: int = 10000, paired: bool = True, see
     Parameters
     ----------
     a, b : array-like of float
-        The two samples (e.g. per-fold AUCs of two methods). With ``paired=True`` they must have equal length and
-        ``a[i]`` pairs with ``b[i]`` (same fold / same seed): the test flips the sign of each paired difference.
+        The two samples (e.g. per-fold AUCs of two methods). With ``paired=True`` they must have equal
+        length and
+        ``a[i]`` pairs with ``b[i]`` (same fold / same seed): the test flips the sign of each paired
+        difference.
         With ``paired=False`` the group labels are shuffled.
     n_resamples : int
         Number of random permutations (exact enumeration is used by SciPy when it is smaller).
@@ -77,8 +80,12 @@ def permutation_test(a, b, *, n_resamples: int = 10000, paired: bool = True, see
         if np.allclose(d, 0):
             return 1.0
         res = sps.permutation_test(
-            (d,), np.mean, permutation_type="samples", n_resamples=n_resamples,
-            alternative="two-sided", random_state=rng,
+            (d,),
+            np.mean,
+            permutation_type="samples",
+            n_resamples=n_resamples,
+            alternative="two-sided",
+            random_state=rng,
         )
     else:
         if x.size < 2 or y.size < 2:
@@ -88,8 +95,13 @@ def permutation_test(a, b, *, n_resamples: int = 10000, paired: bool = True, see
             return np.mean(u, axis=axis) - np.mean(v, axis=axis)
 
         res = sps.permutation_test(
-            (x, y), diff, permutation_type="independent", n_resamples=n_resamples,
-            alternative="two-sided", random_state=rng, vectorized=True,
+            (x, y),
+            diff,
+            permutation_type="independent",
+            n_resamples=n_resamples,
+            alternative="two-sided",
+            random_state=rng,
+            vectorized=True,
         )
     return float(min(1.0, res.pvalue))
 
@@ -205,7 +217,8 @@ def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05, *, q_groups
     """Nemenyi critical difference of average ranks, CD = q_alpha sqrt(k(k+1) / (6N)) (Demšar 2006).
 
     q_alpha is the studentized-range quantile for ``q_groups`` groups (default: ``n_methods``) divided by
-    sqrt(2). The thesis prints CD = 2.792 for k = 7 methods and N = 11 targets; that value is obtained with the
+    sqrt(2). The thesis prints CD = 2.792 for k = 7 methods and N = 11 targets; that value is obtained with
+    the
     quantile for 8 groups (q = 3.031) while k = 7 gives q = 2.949 and CD = 2.716. ``q_groups=8`` reproduces
     the printed number; the chapter shows both.
 
@@ -227,14 +240,16 @@ def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05, *, q_groups
     return q * float(np.sqrt(n_methods * (n_methods + 1) / (6.0 * n_datasets)))
 
 
-def regression_band(x, y, *, confidence: float = 0.95, n_points: int = 50
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def regression_band(
+    x, y, *, confidence: float = 0.95, n_points: int = 50
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Least-squares line of y on x with its pointwise confidence band for the mean (Figure 6.5).
 
     Returns
     -------
     grid, fit, low, high : arrays of length ``n_points``
-        The band is fit +- t_{n-2} * s * sqrt(1/n + (g - mean x)^2 / Sxx) (the same band seaborn's regplot draws
+        The band is fit +- t_{n-2} * s * sqrt(1/n + (g - mean x)^2 / Sxx) (the same band seaborn's regplot
+        draws
         with ``ci=95``, computed analytically instead of by bootstrap).
     """
     xa, ya = _as_1d(x, "x"), _as_1d(y, "y")
@@ -255,8 +270,9 @@ def regression_band(x, y, *, confidence: float = 0.95, n_points: int = 50
     return grid, fit, fit - half, fit + half
 
 
-def tau_table(scores: Mapping[str, pd.DataFrame], truth: pd.DataFrame,
-              targets: Sequence[str] | None = None) -> pd.DataFrame:
+def tau_table(
+    scores: Mapping[str, pd.DataFrame], truth: pd.DataFrame, targets: Sequence[str] | None = None
+) -> pd.DataFrame:
     """tau_w of each method (columns) on each target (rows) from score and truth tables (sources x targets).
 
     Parameters
@@ -267,14 +283,18 @@ def tau_table(scores: Mapping[str, pd.DataFrame], truth: pd.DataFrame,
     """
     if not scores:
         raise ConfigError("no methods given")
-    cols = list(targets) if targets is not None else [c for c in truth.columns
-                                                       if all(c in s.columns for s in scores.values())]
+    cols = (
+        list(targets)
+        if targets is not None
+        else [c for c in truth.columns if all(c in s.columns for s in scores.values())]
+    )
     out = pd.DataFrame(index=pd.Index(cols, name="target"), columns=list(scores), dtype=float)
     for method, table in scores.items():
         missing = set(truth.index) ^ set(table.index)
         if missing:
             raise ValueError(f"sources of {method!r} and the ground truth differ: {sorted(missing)}")
         for t in cols:
-            out.loc[t, method] = weighted_tau(table.loc[truth.index, t].to_numpy(float),
-                                              truth[t].to_numpy(float))
+            out.loc[t, method] = weighted_tau(
+                table.loc[truth.index, t].to_numpy(float), truth[t].to_numpy(float)
+            )
     return out

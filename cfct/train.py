@@ -811,8 +811,8 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
         history = pd.DataFrame(record["history"])
         offsets = np.cumsum([0] + [int((history["phase"] == ph).sum()) for ph in plan.phases])
         best_epoch = int(offsets[-2] + record["phase_best"][-1]) if record["phase_best"][-1] else len(history)
-        results.save_arrays(workdir, test_probs=test_probs.astype(np.float32), test_labels=test_labels,
-                            val_probs=val_probs.astype(np.float32))
+        results.save_arrays(workdir, test_probs=test_probs, test_labels=test_labels,
+                            val_probs=val_probs)
         history.to_csv(workdir / "history.csv", index=False)
         model.cpu()
         model.normalization = norm

@@ -2,23 +2,23 @@
 
 A *source* is named by one spec string (DESIGN.md, "Sources: one spec string each"):
 
-========================================  ==========================================================
-``random:<arch>``                          random initialisation (seeded), the baseline of every chapter
-``imagenet:<arch>``                        torchvision's ImageNet weights (``IMAGENET1K_V1``), from the hub cache
-                                           or downloaded when online
-``checkpoint:<arch>:<path>``               a local state dict: safetensors, or ``torch.load(weights_only=True)``
-``pretrained:<arch>:<dataset-spec>``       pre-trained by :func:`cfct.train.pretrain` on a dataset spec, cached
-========================================  ==========================================================
+====================================  ==================================================================
+``random:<arch>``                      random initialisation (seeded), the baseline of every chapter
+``imagenet:<arch>``                    torchvision's ImageNet weights (``IMAGENET1K_V1``), from the hub
+                                       cache or downloaded when online
+``checkpoint:<arch>:<path>``           a local state dict: safetensors or ``torch.load(weights_only=True)``
+``pretrained:<arch>:<dataset-spec>``   pre-trained by :func:`cfct.train.pretrain` on a dataset spec, cached
+====================================  ==================================================================
 
 The classifier (thesis 3.4.2) is *backbone -> global average pooling -> dropout (p = 0.5) -> linear*. The
-backbone is torchvision's own ImageNet layout of each architecture, unchanged, so ImageNet weights, checkpoints
-in torchvision layout (e.g. a converted RadImageNet ResNet50) and cfct's own pre-trained sources are
-interchangeable. The "pooled features" are the input of the last linear layer of torchvision's ImageNet model:
-for most architectures that is the global average pool itself; ConvNeXt keeps its LayerNorm after the pool,
-MobileNetV3 its pre-logit ``Linear(576, 1024) + Hardswish`` and VGG11 its ``7x7`` adaptive pool and two 4096-unit
-layers, because those hold pre-trained weights (90 % of VGG11's) that the thesis's PyTorch models of 6.5.2 keep
-and that LEEP needs to use the source's own head. Only the final linear layer (and the dropout in front of it,
-always p = 0.5 here) forms the head.
+backbone is torchvision's own ImageNet layout of each architecture, unchanged, so ImageNet weights,
+checkpoints in torchvision layout (e.g. a converted RadImageNet ResNet50) and cfct's own pre-trained sources
+are interchangeable. The "pooled features" are the input of the last linear layer of torchvision's ImageNet
+model: for most architectures that is the global average pool itself; ConvNeXt keeps its LayerNorm after the
+pool, MobileNetV3 its pre-logit ``Linear(576, 1024) + Hardswish`` and VGG11 its ``7x7`` adaptive pool and two
+4096-unit layers, because those hold pre-trained weights (90 % of VGG11's) that the thesis's PyTorch models of
+6.5.2 keep and that LEEP needs to use the source's own head. Only the final linear layer (and the dropout in
+front of it, always p = 0.5 here) forms the head.
 
 Small inputs (28-32 px MedMNIST / CIFAR-10)
 -------------------------------------------
@@ -34,8 +34,9 @@ upsampling after normalising equals normalising after upsampling.
 
 Layers for hooks and gradient ratios
 ------------------------------------
-:meth:`Classifier.layers` names the first convolution, the second convolution and each stage's output by their
-torchvision module path (ResNet: ``conv1``, ``layer1.0.conv1``, ``layer1`` ... ``layer4``); see :data:`LAYERS`.
+:meth:`Classifier.layers` names the first convolution, the second convolution and each stage's output by
+their torchvision module path (ResNet: ``conv1``, ``layer1.0.conv1``, ``layer1`` ... ``layer4``); see
+:data:`LAYERS`.
 :meth:`Classifier.conv_layers` returns the first two ``Conv2d`` modules in execution order, the "first two
 convolutional layers" of the feature-update score S_FU (thesis Eq. 6.4). Per architecture the second one is a
 depthwise convolution in MobileNetV3, MnasNet, ConvNeXt and ShuffleNetV2 (their first block starts with one),
@@ -49,6 +50,7 @@ import contextlib
 import hashlib
 import json
 import math
+import numbers
 import os
 import re
 from collections import OrderedDict
@@ -200,7 +202,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "googlenet": ("conv1.conv", "conv2.conv", "conv3", "inception3b", "inception4e", "inception5b"),
     "mnasnet1_0": ("layers.0", "layers.3", "layers.7", "layers.8", "layers.9", "layers.11", "layers.16"),
     # Output of each of the five convolution + max-pool blocks.
-    "vgg11": ("features.0", "features.2", "features.3", "features.5", "features.10", "features.15", "features.20"),
+    "vgg11": (
+        "features.0",
+        "features.2",
+        "features.3",
+        "features.5",
+        "features.10",
+        "features.15",
+        "features.20",
+    ),
     "convnext_tiny": (
         "features.0.0",
         "features.1.0.block.0",
@@ -211,7 +221,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "shufflenetv2_x0_5": ("conv1.0", "stage2.0.branch1.0", "stage2", "stage3", "stage4", "conv5"),
 }
-"""Named layers of :meth:`Classifier.layers`, in execution order: first conv, second conv, each stage's output."""
+"""Layers of :meth:`Classifier.layers` in execution order: first conv, second conv, each stage's output."""
 
 _CONVS: dict[str, tuple[str, str]] = {
     arch: (names[0], names[2] if arch == "vgg11" else names[1]) for arch, names in LAYERS.items()
@@ -222,11 +232,14 @@ IMAGENET_WEIGHTS = "IMAGENET1K_V1"
 """torchvision weights used by ``imagenet:`` (what ``pretrained=True`` gave; closest to the thesis's Keras
 ResNet50 weights of Ch. 3, and what the PyTorch models of 6.5.2 were)."""
 
+NORMALIZATIONS: tuple[str, ...] = ("imagenet", "half")
+"""Input normalisations a source can ask for (keys of ``cfct.data.NORMALIZATION``, thesis 6.4.2)."""
+
 _HEAD_PREFIX = "head.fc."
 _CFCT_FORMAT = "cfct-classifier-v1"
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Spec strings
 
 
@@ -267,8 +280,8 @@ def parse_spec(spec: str | SourceSpec) -> SourceSpec:
     ----------
     spec : str
         ``random:<arch>``, ``imagenet:<arch>``, ``checkpoint:<arch>:<path>`` or
-        ``pretrained:<arch>:<dataset-spec>``. The path or dataset spec is everything after the second colon, so
-        it may itself hold ``:`` and ``@`` (``pretrained:resnet18:medmnist-lto:breastmnist``,
+        ``pretrained:<arch>:<dataset-spec>``. The path or dataset spec is everything after the second colon,
+        so it may itself hold ``:`` and ``@`` (``pretrained:resnet18:medmnist-lto:breastmnist``,
         ``pretrained:resnet18:cifar10@5000``). torchvision's names are accepted as architecture aliases
         (``efficientnet_v2_s`` -> ``efficientnetv2_s``).
 
@@ -318,9 +331,10 @@ def parse_spec(spec: str | SourceSpec) -> SourceSpec:
 def check_input_size(arch: str, size: int | tuple[int, int]) -> None:
     """Raise :class:`IncompatibleError` if ``arch`` cannot take images of ``size`` px (side or (H, W))."""
     arch = _canonical_arch(arch)
-    sides = (size, size) if isinstance(size, int) else tuple(size)
-    if len(sides) != 2 or any(not isinstance(s, int) or isinstance(s, bool) for s in sides):
+    sides = (size, size) if isinstance(size, numbers.Integral) else tuple(size)
+    if len(sides) != 2 or any(not isinstance(s, numbers.Integral) or isinstance(s, bool) for s in sides):
         raise IncompatibleError(f"image size must be an int or an (H, W) pair of ints, got {size!r}")
+    sides = (int(sides[0]), int(sides[1]))
     if min(sides) < MIN_IMAGE_SIZE:
         raise IncompatibleError(
             f"{arch} cannot take {sides[0]}x{sides[1]} px images: the smallest side cfct accepts is "
@@ -328,17 +342,19 @@ def check_input_size(arch: str, size: int | tuple[int, int]) -> None:
         )
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Building the torchvision trunk
 
 
 def _build_torchvision(arch: str, *, transform_input: bool = False) -> nn.Module:
-    """torchvision's ImageNet layout of ``arch`` (random init, global RNG) with its last linear layer removed."""
+    """torchvision's ImageNet layout of ``arch`` (random init, global RNG) without its last linear layer."""
     import torchvision.models as tvm
 
     name = _TORCHVISION_NAME[arch]
     if arch == "googlenet":
-        net = tvm.get_model(name, weights=None, aux_logits=False, init_weights=True, transform_input=transform_input)
+        net = tvm.get_model(
+            name, weights=None, aux_logits=False, init_weights=True, transform_input=transform_input
+        )
     else:
         net = tvm.get_model(name, weights=None)
     # Remove the final linear layer (and torchvision's own dropout in front of it); the rest of the ImageNet
@@ -376,7 +392,7 @@ def _new_head(in_features: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(dropout=nn.Dropout(0.5), fc=nn.Linear(in_features, num_classes)))
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # The classifier
 
 
@@ -384,8 +400,8 @@ class Classifier(nn.Module):
     """Backbone -> global average pooling -> Dropout(0.5) -> Linear (thesis 3.4.2).
 
     Build it with :func:`create`. The input is a normalised float batch ``(B, 3, H, W)`` (see
-    :attr:`normalization`); inputs whose shorter side is below :attr:`min_input` are bilinearly upsampled to it
-    (module docstring: why).
+    :attr:`normalization`); inputs whose shorter side is below :attr:`min_input` are bilinearly upsampled to
+    it (module docstring: why).
 
     Attributes
     ----------
@@ -394,8 +410,8 @@ class Classifier(nn.Module):
     spec : str
         Canonical source spec the weights came from.
     normalization : str
-        ``'imagenet'`` for ``imagenet:`` sources, ``'half'`` (mean 0.5, std 0.5, thesis 6.4.2) otherwise unless a
-        checkpoint's metadata says otherwise; a key of ``cfct.data.NORMALIZATION``.
+        ``'imagenet'`` for ``imagenet:`` sources, ``'half'`` (mean 0.5, std 0.5, thesis 6.4.2) otherwise
+        unless a checkpoint's metadata says otherwise; a key of ``cfct.data.NORMALIZATION``.
     min_input : int
         Smallest input side the backbone runs on without upsampling.
     input_size : int
@@ -413,19 +429,29 @@ class Classifier(nn.Module):
         ``dropout`` (p = 0.5) and ``fc`` (Linear(D, num_classes)).
     """
 
-    def __init__(self, arch: str, num_classes: int, *, spec: str | None = None, normalization: str = "half",
-                 transform_input: bool = False, input_size: int = 224) -> None:
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        *,
+        spec: str | None = None,
+        normalization: str = "half",
+        transform_input: bool = False,
+        input_size: int = 224,
+    ) -> None:
         super().__init__()
         arch = _canonical_arch(arch)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
         check_input_size(arch, input_size)
+        if normalization not in NORMALIZATIONS:
+            raise unknown_choice("normalization", normalization, NORMALIZATIONS)
         self.arch = arch
         self.spec = spec if spec is not None else f"random:{arch}"
         self.normalization = normalization
         self.transform_input = bool(transform_input)
         self.min_input = MIN_INPUT[arch]
-        self.input_size = input_size
+        self.input_size = int(input_size)
         self.feature_dim = FEATURE_DIMS[arch]
         self.num_source_classes: int | None = None
         self._backbone_frozen = False
@@ -439,7 +465,7 @@ class Classifier(nn.Module):
         return self.head.fc.out_features
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """Check the input's shape and upsample it bilinearly when its shorter side is below :attr:`min_input`."""
+        """Check the input's shape; upsample bilinearly when its shorter side is below :attr:`min_input`."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise IncompatibleError(
                 f"{self.arch} expects a float batch of shape (B, 3, H, W), got {tuple(x.shape)} "
@@ -450,7 +476,10 @@ class Classifier(nn.Module):
             check_input_size(self.arch, (h, w))
         if min(h, w) < self.min_input:
             scale = self.min_input / min(h, w)
-            size = (max(self.min_input, math.ceil(h * scale - 1e-9)), max(self.min_input, math.ceil(w * scale - 1e-9)))
+            size = (
+                max(self.min_input, math.ceil(h * scale - 1e-9)),
+                max(self.min_input, math.ceil(w * scale - 1e-9)),
+            )
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
 
@@ -464,7 +493,7 @@ class Classifier(nn.Module):
 
     # -- layers ----------------------------------------------------------------------------------------------
     def layers(self) -> dict[str, nn.Module]:
-        """Ordered named layers for forward hooks: first conv, second conv, each stage's output (:data:`LAYERS`).
+        """Ordered named layers for hooks: first conv, second conv, each stage's output (:data:`LAYERS`).
 
         Names are torchvision module paths relative to :attr:`body` (ResNet: ``conv1``, ``layer1.0.conv1``,
         ``layer1`` ... ``layer4``). Hooked activations are those of the (possibly upsampled) input.
@@ -478,7 +507,7 @@ class Classifier(nn.Module):
 
     # -- head and parameter groups ---------------------------------------------------------------------------
     def replace_head(self, num_classes: int, *, seed: int | None = None) -> None:
-        """Replace the head by a freshly initialised Dropout(0.5) + Linear(D, num_classes) (seeded if given)."""
+        """Replace the head by a fresh Dropout(0.5) + Linear(D, num_classes), seeded if ``seed`` is given."""
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
         device = self.head.fc.weight.device
@@ -498,8 +527,10 @@ class Classifier(nn.Module):
     def freeze_backbone(self, frozen: bool = True) -> None:
         """Freeze (or unfreeze) the backbone for the first phase of freeze-then-full fine-tuning (3.4.2).
 
-        Frozen means no gradients *and* batch-norm layers in inference mode (their running statistics are not
-        updated), as Keras does for layers with ``trainable=False``, which the thesis used.
+        Frozen means no gradients *and* the whole backbone in inference mode even while the model trains:
+        batch-norm running statistics stay fixed (as Keras, the thesis's framework, does for non-trainable
+        batch-norm layers), and the backbone's own dropout (VGG11) and stochastic depth (EfficientNetV2,
+        ConvNeXt) are off. The head's dropout stays active.
         """
         self._backbone_frozen = bool(frozen)
         for p in self.body.parameters():
@@ -519,8 +550,10 @@ class Classifier(nn.Module):
         return self
 
     def extra_repr(self) -> str:
-        return (f"arch={self.arch!r}, spec={self.spec!r}, num_classes={self.num_classes}, "
-                f"normalization={self.normalization!r}, min_input={self.min_input}")
+        return (
+            f"arch={self.arch!r}, spec={self.spec!r}, num_classes={self.num_classes}, "
+            f"normalization={self.normalization!r}, min_input={self.min_input}"
+        )
 
     def metadata(self) -> dict[str, str]:
         """String metadata written by :func:`save_checkpoint`."""
@@ -534,10 +567,12 @@ class Classifier(nn.Module):
         }
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Checkpoints
 
-_DENSE_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$")
+_DENSE_OLD_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12]\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$"
+)
 
 
 def _resolve_path(path: str | os.PathLike) -> Path:
@@ -551,8 +586,8 @@ def _resolve_path(path: str | os.PathLike) -> Path:
             return found
         looked += [str(d / p) for d in paths.search_dirs()]
     raise DataMissingError(
-        f"checkpoint file {str(path)!r} not found; looked in: {', '.join(looked)}. Give an absolute path, a path "
-        "relative to the working directory, or one relative to $CFCT_MIRROR / $CFCT_DATA"
+        f"checkpoint file {str(path)!r} not found; looked in: {', '.join(looked)}. Give an absolute path, "
+        "a path relative to the working directory, or one relative to $CFCT_MIRROR / $CFCT_DATA"
     )
 
 
@@ -592,23 +627,25 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         except Exception as exc:  # UnpicklingError for code objects, RuntimeError for non-torch files
             raise IncompatibleError(
                 f"cannot load {file} with torch.load(weights_only=True) ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). cfct never unpickles code: save a plain state "
-                "dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). cfct never unpickles code: save a plain "
+                "state dict (torch.save(model.state_dict(), ...)) or a .safetensors file"
             ) from exc
         for key in ("state_dict", "model", "net", "model_state_dict"):
             if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
                 obj = obj[key]
                 break
         if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise IncompatibleError(f"{file} does not hold a state dict of tensors (got {type(obj).__name__})")
+            raise IncompatibleError(
+                f"{file} does not hold a state dict of tensors (got {type(obj).__name__})"
+            )
         state = dict(obj)
     if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     return state, metadata
 
 
 def _to_classifier_layout(arch: str, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a torchvision-layout state dict (or cfct's own) to the Classifier's keys (``body.*``, ``head.fc.*``)."""
+    """Map a torchvision-layout state dict (or cfct's own) to Classifier keys (``body.*``, ``head.fc.*``)."""
     if any(k.startswith(("body.", "head.")) for k in state):
         return dict(state)
     head = _TV_HEAD[arch] + "."
@@ -621,7 +658,7 @@ def _to_classifier_layout(arch: str, state: Mapping[str, torch.Tensor]) -> dict[
             if match:  # torchvision's own densenet files still use 'norm.1'-style keys
                 key = match.group(1) + match.group(2)
         if key.startswith(head):
-            out[_HEAD_PREFIX + key[len(head):]] = value
+            out[_HEAD_PREFIX + key[len(head) :]] = value
         else:
             out["body." + key] = value
     return out
@@ -637,8 +674,9 @@ def _first(items: list[str], n: int = 10) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def load_checkpoint(model: Classifier, path: str | os.PathLike | Mapping[str, torch.Tensor], *,
-                    head: str = "auto") -> dict[str, str]:
+def load_checkpoint(
+    model: Classifier, path: str | os.PathLike | Mapping[str, torch.Tensor], *, head: str = "auto"
+) -> dict[str, str]:
     """Load weights into ``model`` in place, checking that every key fits.
 
     Parameters
@@ -647,8 +685,8 @@ def load_checkpoint(model: Classifier, path: str | os.PathLike | Mapping[str, to
     path : path or state dict
         A ``.safetensors`` file (cfct's own, see :func:`save_checkpoint`), a ``torch.save``-d state dict (read
         with ``weights_only=True``), or an in-memory state dict. Keys may be in cfct's layout (``body.*``,
-        ``head.fc.*``) or in torchvision's layout of the architecture (``conv1.weight`` ... ``fc.weight``), with
-        or without the final linear layer.
+        ``head.fc.*``) or in torchvision's layout of the architecture (``conv1.weight`` ... ``fc.weight``),
+        with or without the final linear layer.
     head : {'auto', 'load', 'skip'}
         ``'auto'``: load the head when the checkpoint has one; ``'load'``: require it; ``'skip'``: ignore it
         (keep the model's head, e.g. a new head for a target task).
@@ -661,8 +699,8 @@ def load_checkpoint(model: Classifier, path: str | os.PathLike | Mapping[str, to
     Raises
     ------
     IncompatibleError
-        Keys missing from the checkpoint, unexpected keys, or shape mismatches (first 10 of each are named), or
-        a metadata architecture that differs from the model's.
+        Keys missing from the checkpoint, unexpected keys, or shape mismatches (the first 10 of each are
+        named), or a metadata architecture that differs from the model's.
     """
     if head not in ("auto", "load", "skip"):
         raise unknown_choice("head mode", head, ("auto", "load", "skip"))
@@ -678,7 +716,9 @@ def load_checkpoint(model: Classifier, path: str | os.PathLike | Mapping[str, to
     head_keys = {k for k in expected if k.startswith("head.")}
     has_head = any(k in state for k in head_keys)
     if head == "load" and not has_head:
-        raise IncompatibleError(f"checkpoint {where} has no head ({_TV_HEAD[model.arch]}.weight / head.fc.weight)")
+        raise IncompatibleError(
+            f"checkpoint {where} has no head ({_TV_HEAD[model.arch]}.weight / head.fc.weight)"
+        )
     load_head = has_head and head != "skip"
     if not load_head:
         state = {k: v for k, v in state.items() if k not in head_keys}
@@ -699,7 +739,9 @@ def load_checkpoint(model: Classifier, path: str | os.PathLike | Mapping[str, to
             parts.append(f"unexpected keys ({len(unexpected)}): {_first(unexpected)}")
         if mismatched:
             parts.append(f"shape mismatches (checkpoint vs model) ({len(mismatched)}): {_first(mismatched)}")
-        if any(k.startswith("head.") for k in mismatched) and not [m for m in mismatched if m.startswith("body.")]:
+        if any(k.startswith("head.") for k in mismatched) and not [
+            m for m in mismatched if m.startswith("body.")
+        ]:
             parts.append("pass head='skip' (or create(spec, num_classes=k)) to keep a new head")
         raise IncompatibleError("; ".join(parts))
     with torch.no_grad():
@@ -708,7 +750,9 @@ def load_checkpoint(model: Classifier, path: str | os.PathLike | Mapping[str, to
     return metadata
 
 
-def save_checkpoint(model: Classifier, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    model: Classifier, path: str | os.PathLike, metadata: Mapping[str, Any] | None = None
+) -> Path:
     """Write ``model``'s weights as safetensors, with metadata (arch, num_classes, normalization, spec, ...).
 
     Extra ``metadata`` values that are not strings are stored as JSON. The file is written atomically.
@@ -729,7 +773,7 @@ def save_checkpoint(model: Classifier, path: str | os.PathLike, metadata: Mappin
     return path
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # ImageNet weights
 
 
@@ -745,25 +789,33 @@ def imagenet_weights_file(arch: str) -> tuple[Path, str]:
 def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     file, url = imagenet_weights_file(arch)
     if not file.is_file():
-        how = (f"download {url} on a machine with internet and copy it to {file} (or point $TORCH_HOME at a "
-               "folder whose hub/checkpoints/ holds it)")
+        how = (
+            f"download {url} on a machine with internet and copy it to {file} (or point $TORCH_HOME at a "
+            "folder whose hub/checkpoints/ holds it)"
+        )
         if paths.is_offline():
             raise DataMissingError(
-                f"imagenet:{arch} needs torchvision's ImageNet weights {file.name}, which are not in the torch hub "
-                f"cache {file.parent} and cannot be downloaded offline; {how}. Offline, use "
+                f"imagenet:{arch} needs torchvision's ImageNet weights {file.name}, which are not in the "
+                f"torch hub cache {file.parent} and cannot be downloaded offline; {how}. Offline, use "
                 f"'pretrained:{arch}:cifar10' as the natural source"
             )
+        match = torch.hub.HASH_REGEX.search(file.name)  # torchvision file names carry a SHA-256 prefix
+        file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            torch.hub.download_url_to_file(url, str(file), hash_prefix=None, progress=True)
+            torch.hub.download_url_to_file(
+                url, str(file), hash_prefix=match.group(1) if match else None, progress=True
+            )
         except Exception as exc:  # URLError, HTTPError, timeouts: all mean "not available"
             raise DataMissingError(f"downloading {url} to {file} failed ({exc}); {how}") from exc
     try:
         return torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise IncompatibleError(f"cannot read ImageNet weights {file} ({exc}); delete it and download again") from exc
+        raise IncompatibleError(
+            f"cannot read ImageNet weights {file} ({exc}); delete it and download again"
+        ) from exc
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Pre-trained sources
 
 
@@ -775,7 +827,9 @@ def _profile(profile: Any) -> Any:
     return profile
 
 
-def pretrain_settings(dataset: str, *, profile: Any = None, seed: int = 0, **overrides: Any) -> dict[str, Any]:
+def pretrain_settings(
+    dataset: str, *, profile: Any = None, seed: int = 0, **overrides: Any
+) -> dict[str, Any]:
     """Keyword arguments for :func:`cfct.train.pretrain` of a ``pretrained:<arch>:<dataset>`` source.
 
     Taken from the profile (``pretrain_epochs``, ``pretrain_max_images``, ``batch_size``, ``pretrain_lr`` and
@@ -787,7 +841,9 @@ def pretrain_settings(dataset: str, *, profile: Any = None, seed: int = 0, **ove
     if not keys <= overrides.keys():
         prof = _profile(profile)
         natural = dataset.split("@")[0].split(":")[0] in ("cifar10",)
-        size = getattr(prof, "pretrain_image_size", None) or (prof.natural_size if natural else prof.image_size)
+        size = getattr(prof, "pretrain_image_size", None) or (
+            prof.natural_size if natural else prof.image_size
+        )
         settings = {
             "image_size": int(size),
             "epochs": prof.pretrain_epochs,
@@ -801,17 +857,20 @@ def pretrain_settings(dataset: str, *, profile: Any = None, seed: int = 0, **ove
     return settings
 
 
-def _pretrained_file(src: SourceSpec, *, store: Any, profile: Any, seed: int,
-                     pretrain_kwargs: Mapping[str, Any] | None) -> Path:
+def _pretrained_file(
+    src: SourceSpec, *, store: Any, profile: Any, seed: int, pretrain_kwargs: Mapping[str, Any] | None
+) -> Path:
     from cfct import train  # lazy: train imports zoo
 
-    kwargs = pretrain_settings(src.arg, profile=profile, seed=seed, **dict(pretrain_kwargs or {}))
+    # pretrain_kwargs may name the seed itself (cfct.train pins pre-training seeds): it wins over `seed`.
+    kwargs = pretrain_settings(src.arg, profile=profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
     run = train.pretrain(src.arch, src.arg, store=store, **kwargs)
     return Path(run.file("model.safetensors"))
 
 
-def source_config(spec: str, *, profile: Any = None, seed: int = 0,
-                  pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def source_config(
+    spec: str, *, profile: Any = None, seed: int = 0, pretrain_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A JSON-able description that identifies a source's weights, for cache keys.
 
     ``random:`` -> the spec and seed; ``imagenet:`` -> the torchvision weights name; ``checkpoint:`` -> the
@@ -830,17 +889,26 @@ def source_config(spec: str, *, profile: Any = None, seed: int = 0,
                 digest.update(chunk)
         out["sha256"] = digest.hexdigest()
     else:
-        out["pretrain"] = pretrain_settings(src.arg, profile=profile, seed=seed, **dict(pretrain_kwargs or {}))
+        out["pretrain"] = pretrain_settings(
+            src.arg, profile=profile, **{"seed": seed, **dict(pretrain_kwargs or {})}
+        )
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # create
 
 
-def create(spec: str | SourceSpec, num_classes: int | None = None, *, input_size: int = 224, store: Any = None,
-           profile: Any = None, seed: int | None = 0,
-           pretrain_kwargs: Mapping[str, Any] | None = None) -> Classifier:
+def create(
+    spec: str | SourceSpec,
+    num_classes: int | None = None,
+    *,
+    input_size: int = 224,
+    store: Any = None,
+    profile: Any = None,
+    seed: int | None = 0,
+    pretrain_kwargs: Mapping[str, Any] | None = None,
+) -> Classifier:
     """Build a :class:`Classifier` from a source spec.
 
     Parameters
@@ -849,14 +917,14 @@ def create(spec: str | SourceSpec, num_classes: int | None = None, *, input_size
         Source spec (:func:`parse_spec`).
     num_classes : int or None
         Classes of the target task: a new, seeded head of this size replaces the source's. None keeps the
-        source's own head (ImageNet's 1000 classes, a checkpoint's or pre-trained source's head), as LEEP needs;
-        ``random:`` has no source head and then needs ``num_classes``.
+        source's own head (ImageNet's 1000 classes, a checkpoint's or pre-trained source's head), as LEEP
+        needs; ``random:`` has no source head and then needs ``num_classes``.
     input_size : int
         Image side the model will see; checked against the architecture (:func:`check_input_size`).
     store : cfct.results.Store, optional
         Store for ``pretrained:`` sources (default store when None).
     profile : str or cfct.config.Profile, optional
-        Profile giving the pre-training settings of ``pretrained:`` sources ($CFCT_PROFILE or 'quick' if None).
+        Profile giving the pre-training settings of ``pretrained:`` sources ($CFCT_PROFILE or 'quick').
     seed : int or None
         Seeds the random initialisation (of everything for ``random:``, of the new head otherwise) without
         touching the global RNG; None uses the global RNG. Also the pre-training seed of ``pretrained:``.
@@ -875,16 +943,21 @@ def create(spec: str | SourceSpec, num_classes: int | None = None, *, input_size
     """
     src = parse_spec(spec)
     check_input_size(src.arch, input_size)
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool)
-                                    or num_classes < 1):
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
         raise ConfigError(f"num_classes must be a positive int or None, got {num_classes!r}")
     spec_str = str(src)
 
     if src.kind == "random":
         if num_classes is None:
-            raise ConfigError(f"{spec_str} has no source head: pass num_classes (the target's number of classes)")
+            raise ConfigError(
+                f"{spec_str} has no source head: pass num_classes (the target's number of classes)"
+            )
         with _seeded(seed):
-            return Classifier(src.arch, num_classes, spec=spec_str, normalization="half", input_size=input_size)
+            return Classifier(
+                src.arch, num_classes, spec=spec_str, normalization="half", input_size=input_size
+            )
 
     # Sources with weights: read them first (fail fast on missing files before building big models).
     metadata: dict[str, str] = {}
@@ -893,24 +966,44 @@ def create(spec: str | SourceSpec, num_classes: int | None = None, *, input_size
         normalization, transform_input = "imagenet", src.arch == "googlenet"
         where = f"torchvision {IMAGENET_WEIGHTS} weights"
     else:
-        file = (_resolve_path(src.arg) if src.kind == "checkpoint"
-                else _pretrained_file(src, store=store, profile=profile, seed=seed or 0,
-                                      pretrain_kwargs=pretrain_kwargs))
+        file = (
+            _resolve_path(src.arg)
+            if src.kind == "checkpoint"
+            else _pretrained_file(
+                src, store=store, profile=profile, seed=seed or 0, pretrain_kwargs=pretrain_kwargs
+            )
+        )
         state, metadata = read_checkpoint(file)
         normalization = metadata.get("normalization", "half")
         transform_input = metadata.get("transform_input", "0") == "1"
         where = str(file)
         if metadata.get("arch") and metadata["arch"] != src.arch:
-            raise IncompatibleError(f"checkpoint {file} holds a {metadata['arch']}, not a {src.arch} ({spec_str})")
+            raise IncompatibleError(
+                f"checkpoint {file} holds a {metadata['arch']}, not a {src.arch} ({spec_str})"
+            )
     source_classes = _head_classes(src.arch, state)
     if num_classes is None and source_classes is None:
         raise IncompatibleError(f"{where} has no classification head; pass num_classes for {spec_str}")
-    with _seeded(seed):
-        model = Classifier(src.arch, num_classes or source_classes, spec=spec_str, normalization=normalization,
-                           transform_input=transform_input, input_size=input_size)
+    # Build without initialising (meta device): every weight is overwritten below, and random initialisation
+    # of VGG11 or ConvNeXt alone costs seconds on a CPU.
+    with torch.device("meta"):
+        model = Classifier(
+            src.arch,
+            num_classes or source_classes,
+            spec=spec_str,
+            normalization=normalization,
+            transform_input=transform_input,
+            input_size=input_size,
+        )
+    model.to_empty(device="cpu")
+    for name, buffer in model.named_buffers():
+        if name.endswith("num_batches_tracked"):  # absent from files converted from other frameworks
+            buffer.zero_()
     try:
         load_checkpoint(model, state, head="load" if num_classes is None else "skip")
     except IncompatibleError as exc:
         raise IncompatibleError(str(exc).replace("checkpoint state dict", f"checkpoint {where}", 1)) from None
+    if num_classes is not None:
+        model.replace_head(num_classes, seed=seed)
     model.num_source_classes = source_classes
     return model

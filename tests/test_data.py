@@ -95,6 +95,9 @@ def test_bad_specs_list_valid_choices() -> None:
         data.parse_target("organmnist3d")
     with pytest.raises(ConfigError, match="valid choices"):
         data.load_dataset("imagenette", 32)
+    with pytest.raises(ConfigError, match="must be positive"):
+        data.parse_target("breastmnist@0")
+    assert data.parse_dataset("medmnist-lto:medmnist:breastmnist@500").spec == "medmnist-lto:breastmnist@500"
     assert data.validate_target("BreastMNIST") == "medmnist:breastmnist"
     assert data.validate_target("csv:nih-cxr14-sample").startswith("csv:")
     with pytest.raises(DataMissingError, match="looked in"):
@@ -104,6 +107,7 @@ def test_bad_specs_list_valid_choices() -> None:
 def test_targets_cover_every_2d_flag() -> None:
     flags_2d = [f for f in medmnist.INFO if not f.endswith("3d")]
     assert list(data.TARGETS) == flags_2d and "chestmnist" in data.TARGETS and len(data.TARGETS) == 12
+    assert set(data._flags_3d()) == set(medmnist.INFO) - set(flags_2d)
     for flag in flags_2d:  # every size's MD5 key exists for every 2D flag
         assert all(len(data.medmnist_file(flag, s)[1]) == 32 for s in data.SIZES)
 
@@ -218,6 +222,8 @@ def test_imagefolder_subsample_decodes_only_n(cifar_cut: Path) -> None:
     assert a.images.shape == (30, 28, 28, 3) and a.class_counts().tolist() == [3] * 10
     assert np.array_equal(a.index, b.index) and not np.array_equal(a.index, c.index)
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    with pytest.raises(ConfigError, match="no 'val' sub-folder.*test, train"):
+        data.load_dataset(f"imagefolder:{root}", 28, split="val")
 
 
 # ------------------------------------------------------------------------------------------------ sampling
@@ -317,6 +323,13 @@ def test_augment_deterministic_and_in_range(policy: str) -> None:
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
     assert not torch.equal(a, x)
     assert torch.equal(aug.eval()(x), x)  # identity at evaluation time
+
+
+def test_fast_grid_equals_affine_grid() -> None:
+    theta = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    for h, w in ((28, 28), (17, 33)):
+        ref = torch.nn.functional.affine_grid(theta, [5, 3, h, w], align_corners=False)
+        assert torch.allclose(data.BatchAugment._grid(theta, h, w), ref, atol=1e-5)
 
 
 def test_ch3_zero_ranges_is_identity_and_flip() -> None:

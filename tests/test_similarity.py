@@ -301,3 +301,73 @@ def test_measures_are_deterministic(measure):
     X, Y = _correlated(300, 5, 5, 2, 1.0, 11)
     values = {sim.MEASURES[measure](X, Y) for _ in itertools.repeat(None, 3)}
     assert len(values) == 1
+
+
+# ------------------------------------------------------------------------------ experiment building blocks
+def test_resnet_stages_of_zoo_classifier_and_torchvision():
+    import torchvision
+
+    from cfct import zoo
+
+    model = zoo.create("random:resnet18", 2, input_size=28, seed=0)
+    stages = sim.resnet_stages(model)
+    assert list(stages) == list(sim.STAGES)
+    assert stages["conv1"] is model.body.relu and stages["block4"] is model.body.layer4
+    shapes = sim.layer_output_shapes(model, torch.zeros(1, 3, 28, 28), stages)
+    assert shapes == {"conv1": (64, 14, 14), "block1": (64, 7, 7), "block2": (128, 4, 4),
+                      "block3": (256, 2, 2), "block4": (512, 1, 1)}
+    assert sim.resnet_stages(torchvision.models.resnet50())["block4"] is not None
+    with pytest.raises(IncompatibleError, match="no ResNet stem"):
+        sim.resnet_stages(_Tiny(0))
+
+
+def test_compare_layers_on_real_images_is_cached(mirror, tmp_path):
+    from cfct import data, results, zoo
+
+    ds = data.load_target("breastmnist", "test", 28)
+    loads = []
+
+    def loader(seed):
+        def load():
+            loads.append(seed)
+            return zoo.create("random:resnet18", 2, input_size=28, seed=seed)
+
+        return load
+
+    nets = {"a": sim.Network("r0", loader(0)), "b": sim.Network("r1", loader(1)),
+            "c": sim.Network("r0", loader(0))}
+    store = results.Store(tmp_path)
+    kwargs = dict(stimuli_id=ds.fingerprint(), target_rows=2000, repeats=2, store=store, progress=False)
+    df = sim.compare_layers(nets, [("a", "b"), ("a", "c")], ds.images, **kwargs)
+    assert len(loads) == 3
+    assert set(df.layer) == set(sim.STAGES) and set(df.measure) == {"cca", "cka"}
+    same = df[(df.b == "c")]
+    assert np.allclose(same.value, 1.0, atol=1e-5)  # the same random network (same seed)
+    other = df[(df.b == "b") & (df.measure == "cca")].groupby("layer").value.mean()
+    assert (other < 0.95).all()
+    assert df[df.layer == "block4"].rows.iloc[0] == len(ds)  # 1x1 maps: all 156 images, fewer than 20,000 rows
+    again = sim.compare_layers(nets, [("a", "b"), ("a", "c")], ds.images, **kwargs)
+    assert len(loads) == 3  # cached: no network loaded again
+    pd_equal = np.allclose(again.value.to_numpy(), df.value.to_numpy())
+    assert pd_equal
+    with pytest.raises(ConfigError, match="unknown network 'z'"):
+        sim.compare_layers(nets, [("a", "z")], ds.images, **kwargs)
+
+
+def test_gabor_bank_and_likeness():
+    bank = sim.gabor_bank()
+    assert bank.shape == (36, 7, 7)
+    np.testing.assert_allclose(np.linalg.norm(bank.reshape(36, -1), axis=1), 1.0)
+    np.testing.assert_allclose(bank.reshape(36, -1).mean(1), 0.0, atol=1e-12)
+    gabor_filters = np.repeat(bank[:, None], 3, axis=1)  # (36, 3, 7, 7)
+    assert sim.gabor_likeness(gabor_filters).min() > 0.95
+    noise = np.random.default_rng(0).normal(size=(64, 3, 7, 7))
+    assert sim.gabor_likeness(noise).mean() < 0.6
+    with pytest.raises(IncompatibleError, match="filters must be"):
+        sim.gabor_likeness(np.zeros((3, 7, 7)))
+
+
+def test_relative_gain():
+    assert sim.relative_gain(0.9, 0.75) == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match="positive"):
+        sim.relative_gain(0.9, 0.0)

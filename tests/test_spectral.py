@@ -10,7 +10,7 @@ from scipy import ndimage
 from skimage import data as skdata
 from torch import nn
 
-from cfct import spectral
+from cfct import shortcuts, spectral
 from cfct.errors import ConfigError, IncompatibleError
 
 
@@ -295,3 +295,105 @@ def test_nlm_denoise_removes_noise_and_keeps_shape() -> None:
     assert res[8:].sum() > 2 * res[:8].sum()
     with pytest.raises(ConfigError):
         spectral.nlm_denoise(noisy, strength=0)
+
+
+# ------------------------------------------------------------------------------------- experiment layer
+def test_balanced_sizes_cap_at_the_pools_known_counts(mirror) -> None:
+    # BreastMNIST: 147 malignant (positive) training images, 42 malignant test images
+    assert spectral.balanced_sizes("breastmnist", 28, 500, 1000) == (294, 84)
+    assert spectral.balanced_sizes("breastmnist", 28, 100, 60) == (100, 60)
+    n_dev, n_test = spectral.balanced_sizes("csv:iqothnccd-lung-ct", 28, 100, 2000)
+    # one pool of 405 normal and 650 lesion slices: 0.9 * 810 = 729 balanced images in all
+    assert n_dev == 100 and n_test == 629
+
+
+def test_nlm_artifact_builds_chapter4_sets_with_stated_composition(mirror) -> None:
+    artifact = spectral.get_artifact("nlm-denoising")
+    sets = shortcuts.experiment_sets("breastmnist", artifact, 0.5, size=28, n_dev=60, n_test=40,
+                                     pos_fraction=0.5, seed=0, cache=False)
+    comp = sets.composition().set_index(["set", "class"])
+    assert comp.loc[("dev", "positive"), "with confounder"] == 15  # half of the 30 positives
+    assert comp.loc[("dev", "negative"), "with confounder"] == 0
+    assert comp.loc[("ood", "negative"), "with confounder"] == 20  # every negative
+    assert comp.loc[("ood", "positive"), "with confounder"] == 0
+    clean = spectral.probe_set("breastmnist", artifact, size=28, n_dev=60, n_test=40)
+    changed = np.any(sets.ood.images != clean.images, axis=(1, 2, 3))
+    np.testing.assert_array_equal(changed, sets.ood_artifact)  # NLM changed exactly the flagged images
+    np.testing.assert_array_equal(sets.ood.images[changed], spectral.nlm_denoise(clean.images[changed]))
+    with pytest.raises(ConfigError, match="valid choices: ct-noise, nlm-denoising"):
+        spectral.get_artifact("jpeg")
+
+
+def test_write_image_folder_round_trip(tmp_path) -> None:
+    from cfct import data
+
+    ds = spectral.coarse_merge(_fake_cifar(3))
+    root = spectral.write_image_folder(ds, tmp_path / "edited")
+    back = data.load_dataset(f"imagefolder:{root}", 32)
+    order = np.argsort(ds.labels, kind="stable")  # class folders, then file order = original order per class
+    np.testing.assert_array_equal(back.labels, ds.labels[order])
+    np.testing.assert_array_equal(back.images, ds.images[order])
+    assert (root / "DONE").read_text() == ds.fingerprint()
+
+
+def test_edited_source_pretrains_on_the_edited_images(mirror) -> None:
+    from cfct import data, results, zoo
+
+    spec = spectral.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
+                                  progress=False)
+    assert spec.startswith("checkpoint:resnet18:") and spec.endswith("model.safetensors")
+    run_config = results.Store().runs("pretrain")
+    folder = next(r.config["dataset"] for r in run_config if "spectrum-whiten" in r.config["dataset"])
+    seen = data.load_dataset(folder, 28)
+    original = data.load_dataset("medmnist:breastmnist", 28)  # 546 images: under smoke's cap of 600
+    order = np.argsort(original.labels, kind="stable")  # the image folder groups images by class
+    np.testing.assert_array_equal(seen.images, spectral.spectrum_whiten_source(original).images[order])
+    model = zoo.create(spec, None, input_size=28)
+    assert model.num_classes == 2
+    assert spectral.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
+                                  progress=False) == spec  # cached: the same checkpoint
+    with pytest.raises(ConfigError, match="needs a 'pretrained:<arch>:<dataset>' source"):
+        spectral.edited_spec("random:resnet18", "spectrum-whiten")
+
+
+def test_centroid_and_overlap_known_values() -> None:
+    assert spectral.spectral_centroid(np.ones(5)) == pytest.approx(0.5)
+    assert spectral.spectral_centroid(np.eye(5)[3]) == pytest.approx(0.75)
+    assert spectral.spectral_overlap(np.arange(1, 6), 2 * np.arange(1, 6)) == pytest.approx(1.0)
+    assert spectral.spectral_overlap(np.eye(4)[0], np.eye(4)[3]) == pytest.approx(0.0)
+    assert spectral.spectral_overlap(np.array([1.0, 1.0]), np.array([1.0, 3.0])) == pytest.approx(0.75)
+    with pytest.raises(IncompatibleError, match="share their radial bins"):
+        spectral.spectral_overlap(np.ones(4), np.ones(5))
+
+
+def test_summarize_and_robustness_table() -> None:
+    import pandas as pd
+
+    table = pd.DataFrame({
+        "target": "t", "source": ["a"] * 4 + ["b"] * 4, "degradation": [0, 0, 1, 1] * 2, "fold": [0, 1] * 4,
+        "ood_auc": [0.9, 0.8, 0.5, 0.3, 0.8, 0.8, 0.7, 0.7],
+        "iid_auc": [0.9, 0.8, 1.0, 1.0, 0.8, 0.8, 0.9, 0.9],
+    })
+    summary = spectral.summarize(table)
+    pick = (summary.source == "a") & (summary.degradation == 1) & (summary.metric == "ood_auc")
+    row = summary[pick].iloc[0]
+    assert row["mean"] == pytest.approx(0.4) and row["std"] == pytest.approx(np.std([0.5, 0.3], ddof=1))
+    robust = spectral.robustness_table(summary).set_index("source")
+    assert robust.loc["a", "ood_drop"] == pytest.approx(0.45)
+    assert robust.loc["b", "ood_auc_mean_degraded"] == pytest.approx(0.7)
+    assert robust.loc["a", "iid_auc_max"] == pytest.approx(1.0)
+
+
+def test_learning_priority_of_a_zoo_classifier_on_an_imageset(mirror) -> None:
+    from cfct import data, zoo
+
+    ds = data.load_target("breastmnist", "test", 28).subset(np.arange(12))
+    model = zoo.create("random:resnet18", 2, input_size=28, seed=0)
+    lp = spectral.learning_priority(model, ds, batch_size=5, device="cpu")
+    assert lp.shape == (14,) and np.all(lp > 0)
+    # 'model' normalisation ('half') scales the input by 2: the gradient w.r.t. the [0, 1] image is the
+    # gradient w.r.t. the normalised input times 2, so its PSD is 4 times the un-normalised model's
+    x = data.to_tensor(ds.images)
+    raw = spectral.learning_priority(model, (data.normalize(x, "half"), ds.labels), normalization=None,
+                                     batch_size=5, device="cpu")
+    np.testing.assert_allclose(lp, 4 * raw, rtol=1e-4)

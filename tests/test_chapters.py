@@ -1,0 +1,69 @@
+"""Every chapter in the table of contents executes end to end at the smoke profile.
+
+Two ways, as users run them: ``cfct run <chapter> --profile smoke`` (papermill through the runner), and the
+jupytext-converted notebook under ``pytest --nbval-lax``. Both share the session's data directory, so the second
+execution reads the first one's cached experiments.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+from cfct.chapters import get_chapter
+
+REPO = Path(__file__).resolve().parent.parent
+TOC_CHAPTERS = [
+    entry["file"].split("/")[-1]
+    for entry in yaml.safe_load((REPO / "_toc.yml").read_text())["chapters"]
+    if entry["file"].startswith("chapters/")
+]
+
+
+def test_toc_lists_only_existing_pages() -> None:
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    for page in [toc["root"]] + [e["file"] for e in toc["chapters"]]:
+        assert (REPO / f"{page}.md").exists(), page
+
+
+@pytest.mark.parametrize("chapter_id", TOC_CHAPTERS)
+def test_parameters_cell_matches_schema(chapter_id: str) -> None:
+    nb = jupytext.read(REPO / "chapters" / f"{chapter_id}.md")
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one parameters cell"
+    names = {line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line}
+    assert names == {p.name for p in get_chapter(chapter_id).params}
+
+
+@pytest.mark.chapter
+@pytest.mark.parametrize("chapter_id", TOC_CHAPTERS)
+def test_chapter_runs_at_smoke_profile(chapter_id: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cfct.cli", "run", chapter_id, "--profile", "smoke", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    executed = nbformat.read(tmp_path / f"{chapter_id}.ipynb", as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    assert list((tmp_path / "tables").glob("*.csv")), "the chapter writes its result tables"
+
+
+@pytest.mark.chapter
+def test_chapters_pass_nbval_lax(tmp_path: Path) -> None:
+    for chapter_id in TOC_CHAPTERS:
+        nbformat.write(jupytext.read(REPO / "chapters" / f"{chapter_id}.md"), tmp_path / f"{chapter_id}.ipynb")
+    env = dict(os.environ, CFCT_PROFILE="smoke")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", str(tmp_path)],
+        capture_output=True, text=True, timeout=1800, env=env, cwd=REPO / "chapters",
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]

@@ -1,0 +1,98 @@
+"""cfct.stats: confidence intervals, permutation tests, weighted tau, ranks, Friedman, Nemenyi."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from cfct import stats
+
+
+def test_mean_ci_matches_student_t():
+    values = [0.80, 0.82, 0.85, 0.79, 0.84]
+    m, lo, hi = stats.mean_ci(values)
+    half = sps.t.ppf(0.975, 4) * np.std(values, ddof=1) / np.sqrt(5)
+    assert m == pytest.approx(np.mean(values))
+    assert (lo, hi) == pytest.approx((m - half, m + half))
+    assert stats.mean_ci([0.7]) == (0.7, 0.7, 0.7)
+
+
+def test_mean_ci_rejects_bad_input():
+    with pytest.raises(ValueError, match="NaN"):
+        stats.mean_ci([1.0, np.nan])
+    with pytest.raises(ValueError, match="confidence"):
+        stats.mean_ci([1.0, 2.0], confidence=1.5)
+    with pytest.raises(ValueError, match="empty"):
+        stats.mean_ci([])
+
+
+def test_paired_permutation_exact_value():
+    # four positive paired differences: of the 2^4 sign patterns only all-plus and all-minus are as extreme
+    p = stats.permutation_test([2, 3, 4, 5], [1, 2, 3, 4], paired=True)
+    assert p == pytest.approx(2 / 16)
+    assert stats.permutation_test([1, 2, 3], [1, 2, 3]) == 1.0
+
+
+def test_independent_permutation_detects_shift_and_is_seeded():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 30), rng.normal(1.5, 1, 30)
+    p1 = stats.permutation_test(a, b, paired=False, n_resamples=2000, seed=1)
+    assert p1 < 0.01
+    assert p1 == stats.permutation_test(a, b, paired=False, n_resamples=2000, seed=1)
+    with pytest.raises(ValueError, match="equal lengths"):
+        stats.permutation_test([1, 2, 3], [1, 2])
+
+
+def test_weighted_tau_is_scipy_default_and_handles_ties_and_nan():
+    s, t = np.array([0.1, 0.4, 0.3, 0.9]), np.array([0.5, 0.7, 0.6, 0.8])
+    assert stats.weighted_tau(s, t) == pytest.approx(sps.weightedtau(s, t).statistic)
+    assert stats.weighted_tau(t, t) == pytest.approx(1.0)
+    assert stats.weighted_tau(-t, t) == pytest.approx(-1.0)
+    assert np.isnan(stats.weighted_tau([1.0, 1.0, 1.0], [0.1, 0.2, 0.3]))  # SFDA's "-" in Table 6.2
+    assert stats.weighted_tau([np.nan, 1, 2, 3], [5, 1, 2, 3]) == pytest.approx(1.0)  # self-source dropped
+
+
+def test_weighted_tau_weighs_the_top_more():
+    truth = np.arange(10.0)
+    swap_top = truth.copy()
+    swap_top[[8, 9]] = swap_top[[9, 8]]
+    swap_bottom = truth.copy()
+    swap_bottom[[0, 1]] = swap_bottom[[1, 0]]
+    assert stats.weighted_tau(swap_top, truth) < stats.weighted_tau(swap_bottom, truth)
+
+
+def test_rank_methods_nan_is_worst_and_ties_average():
+    taus = pd.DataFrame({"a": [0.5, 0.2], "b": [np.nan, 0.2], "c": [0.1, 0.9]}, index=["t1", "t2"])
+    r = stats.rank_methods(taus)
+    assert r.loc["t1"].tolist() == [1.0, 3.0, 2.0]
+    assert r.loc["t2"].tolist() == [2.5, 2.5, 1.0]
+    assert stats.average_ranks(r).tolist() == [1.75, 2.75, 1.5]
+
+
+def test_friedman_and_nemenyi():
+    ranks = pd.DataFrame([[1, 2, 3], [1, 3, 2], [1, 2, 3], [1, 2, 3]], columns=list("abc"), dtype=float)
+    chi2, p = stats.friedman_test(ranks)
+    assert chi2 == pytest.approx(sps.friedmanchisquare(*ranks.to_numpy().T).statistic)
+    assert 0 < p < 0.05
+    # Demsar (2006) Table 5: q_0.05 = 2.343 for k = 3 -> CD = 2.343 sqrt(3*4/(6*4))
+    assert stats.nemenyi_cd(3, 4) == pytest.approx(2.343 * np.sqrt(0.5), abs=2e-3)
+    assert stats.nemenyi_cd(7, 11) == pytest.approx(2.716, abs=1e-3)
+    assert stats.nemenyi_cd(7, 11, q_groups=8) == pytest.approx(2.792, abs=1e-3)
+    with pytest.raises(ValueError, match=">= 3 methods"):
+        stats.friedman_test(ranks[["a", "b"]])
+
+
+def test_regression_band_contains_fit_and_narrows_at_centre():
+    rng = np.random.default_rng(0)
+    x = np.linspace(0, 1, 20)
+    y = 2 * x + rng.normal(0, 0.1, 20)
+    g, fit, lo, hi = stats.regression_band(x, y)
+    assert np.all(lo <= fit) and np.all(fit <= hi)
+    width = hi - lo
+    assert width[len(g) // 2] < width[0] and width[len(g) // 2] < width[-1]
+    slope = (fit[-1] - fit[0]) / (g[-1] - g[0])
+    assert slope == pytest.approx(np.polyfit(x, y, 1)[0])
+    with pytest.raises(ValueError, match="constant"):
+        stats.regression_band([1, 1, 1], [1, 2, 3])

@@ -1,0 +1,318 @@
+"""cfct.transferability: every metric on hand-checkable inputs, invariances, variants and degenerate input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import optimize
+from torch import nn
+
+from cfct import transferability as tr
+
+
+def _clusters(n_per_class=20, n_classes=3, dim=8, sep=6.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    centres = rng.normal(0, sep, (n_classes, dim))
+    return centres[y] + rng.normal(0, 1, (y.size, dim)), y
+
+
+# ------------------------------------------------------------------------------------------------- LEEP
+def test_leep_hand_values():
+    y = np.array([0, 0, 0, 1])
+    # a source that predicts the target label exactly: P(y|z) is the identity and every EEP is 1
+    assert tr.leep(np.eye(2)[y], y) == pytest.approx(0.0)
+    # an uninformative source (same softmax everywhere): the empirical predictor is the class prior
+    uniform = np.full((4, 5), 0.2)
+    assert tr.leep(uniform, y) == pytest.approx((3 * np.log(0.75) + np.log(0.25)) / 4)
+
+
+def test_leep_is_log_likelihood_of_the_empirical_predictor():
+    rng = np.random.default_rng(1)
+    theta = rng.dirichlet(np.ones(4), 30)
+    y = rng.integers(0, 3, 30)
+    joint = np.zeros((3, 4))
+    for t, yi in zip(theta, y):
+        joint[yi] += t / 30
+    cond = joint / joint.sum(0)
+    expected = np.mean([np.log(sum(cond[yi, z] * t[z] for z in range(4))) for t, yi in zip(theta, y)])
+    assert tr.leep(theta, y) == pytest.approx(expected)
+
+
+def test_leep_rejects_logits():
+    with pytest.raises(ValueError, match="softmax"):
+        tr.leep(np.array([[2.0, -1.0], [0.5, 0.1], [1.0, 1.0]]), [0, 1, 0])
+
+
+# ------------------------------------------------------------------------------------------------ LogME
+def _evidence(f, y, alpha, beta):
+    n, d = f.shape
+    a = alpha * np.eye(d) + beta * f.T @ f
+    m = beta * np.linalg.solve(a, f.T @ y)
+    return (
+        n / 2 * np.log(beta)
+        + d / 2 * np.log(alpha)
+        - n / 2 * np.log(2 * np.pi)
+        - beta / 2 * np.sum((f @ m - y) ** 2)
+        - alpha / 2 * m @ m
+        - 0.5 * np.linalg.slogdet(a)[1]
+    ) / n
+
+
+@pytest.mark.parametrize("n,d", [(40, 5), (12, 20)])  # n > D and the low-data case n < D
+def test_logme_is_the_maximum_evidence_of_the_paper(n, d):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    f = rng.normal(size=(n, d)) + y[:, None]
+    best = []
+    for k in range(2):
+        yk = (y == k).astype(float)
+        res = optimize.minimize(
+            lambda p, yk=yk: -_evidence(f, yk, np.exp(p[0]), np.exp(p[1])),
+            x0=[0.0, 0.0],
+            method="Nelder-Mead",
+            options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000},
+        )
+        best.append(-res.fun)
+    assert tr.logme(f, y, tol=1e-8, max_iter=200) == pytest.approx(np.mean(best), abs=1e-4)
+
+
+def test_logme_variants_agree_when_full_rank_and_differ_when_n_below_d():
+    f, y = _clusters(n_per_class=30, dim=8)
+    assert tr.logme(f, y) == pytest.approx(tr.logme(f, y, variant="thesis"))
+    f2, y2 = _clusters(n_per_class=5, dim=40)
+    assert tr.logme(f2, y2, variant="thesis") > tr.logme(f2, y2)
+
+
+def test_logme_and_parc_invariant_to_sample_permutation():
+    f, y = _clusters()
+    perm = np.random.default_rng(3).permutation(y.size)
+    assert tr.logme(f[perm], y[perm]) == pytest.approx(tr.logme(f, y))
+    assert tr.parc(f[perm], y[perm]) == pytest.approx(tr.parc(f, y))
+
+
+# ------------------------------------------------------------------------------------- PARC, N-LEEP, SFDA
+def test_parc_of_label_features_is_perfect():
+    # binary one-hot features: the feature RDM equals the label RDM, so Spearman's rho is 1 -> PARC = 100
+    y = np.repeat([0, 1], 5)
+    assert tr.parc(np.eye(2)[y], y) == pytest.approx(100)
+    # features that agree with the labels on one pair pattern only score lower
+    assert tr.parc(np.eye(2)[np.array([0, 1] * 5)], y) < 10
+
+
+def test_scores_prefer_separable_features():
+    good, y = _clusters(sep=6.0)
+    bad = np.random.default_rng(5).normal(size=good.shape)
+    for fn in (tr.logme, tr.parc, tr.sfda, tr.nleep, tr.label_prediction_score):
+        assert fn(good, y) > fn(bad, y), fn.__name__
+
+
+def test_nleep_thesis_variant_is_a_probability_and_paper_a_log():
+    f, y = _clusters()
+    p = tr.nleep(f, y, variant="thesis")
+    assert 0.9 < p <= 1.0
+    assert tr.nleep(f, y) == pytest.approx(0.0, abs=0.1)  # log of ~1
+    assert tr.nleep(f, y, random_state=1, variant="thesis") == pytest.approx(p, abs=0.05)
+
+
+def test_sfda_saturates_in_the_low_data_binary_case():
+    # the thesis's observation (6.5.2): n = 200 < D = 512, two classes -> SFDA gives every source ~1.0
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    f = rng.normal(size=(200, 512))
+    assert tr.sfda(f, y) > 0.99
+
+
+# -------------------------------------------------------------------------------------------------- NCTI
+def test_ncti_ranks_the_collapsed_source_first_and_sums_three_terms():
+    good, y = _clusters(sep=8.0, dim=16)
+    rng = np.random.default_rng(1)
+    feats = {
+        "good": good,
+        "noisy": good + rng.normal(0, 4, good.shape),
+        "random": rng.normal(size=good.shape),
+    }
+    paper = tr.ncti(feats, y)
+    assert isinstance(paper, pd.Series) and paper.idxmax() == "good"
+    assert (paper >= 0).all() and (paper <= 3).all()
+    thesis = tr.ncti(feats, y, variant="thesis")
+    assert (thesis <= 3).all()
+    with pytest.raises(ValueError, match="at least two"):
+        tr.ncti({"one": good}, y)
+
+
+# ------------------------------------------------------------------------------------------- NCA, S_LP
+def test_torch_nca_matches_sklearn_projection_quality():
+    f, y = _clusters(n_per_class=40, n_classes=4, dim=30, sep=1.5, seed=2)
+    f = np.hstack([f, np.random.default_rng(0).normal(0, 3, (f.shape[0], 30))])  # half the dims are noise
+    quality = {}
+    for backend in ("sklearn", "torch"):
+        a = tr.nca_fit(f, y, n_components=10, backend=backend)
+        assert a.shape == (10, 60)
+        quality[backend] = tr.nca_loo_accuracy(f @ a.T, y)
+    assert quality["torch"] >= quality["sklearn"] - 0.05
+    assert quality["torch"] > tr.nca_loo_accuracy(f, y)  # NCA improves on the raw features
+
+
+def test_label_prediction_score_hand_values():
+    f, y = _clusters(sep=20.0)
+    assert tr.label_prediction_score(f, y) == pytest.approx(y.size)  # Eq. 6.2: a sum of probabilities = n
+    assert tr.label_prediction_score(f, y, reduce="mean") == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    noise, labels = rng.normal(size=(200, 20)), np.repeat([0, 1], 100)
+    loo = tr.label_prediction_score(noise, labels, reduce="mean", exclude_self=True)
+    assert 0.3 < loo < 0.7  # chance level when each point is not its own neighbour
+    assert tr.label_prediction_score(noise, labels, reduce="mean") > loo  # self counted: the thesis's variant
+
+
+# ---------------------------------------------------------------------------------------- S_FU and Eq. 6.6
+class _TinyNet(nn.Module):
+    normalization = "half"
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3)
+        self.conv2 = nn.Conv2d(4, 6, 3)
+
+    def features(self, x):
+        return torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean(dim=(2, 3))
+
+    def conv_layers(self):
+        return self.conv1, self.conv2
+
+
+def test_feature_update_score_is_the_gradient_norm_ratio_of_eq_6_4():
+    from pytorch_metric_learning import losses
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 10, 10, 1), dtype=np.uint8)
+    labels = np.repeat([0, 1, 2], 4)
+    net = _TinyNet()
+    before = [p.detach().clone() for p in net.parameters()]
+    score = tr.feature_update_score(net, images, labels)
+    x = (
+        torch.as_tensor(images, dtype=torch.float32).permute(0, 3, 1, 2).repeat(1, 3, 1, 1) / 255 - 0.5
+    ) / 0.5
+    net.zero_grad()
+    losses.TripletMarginLoss(margin=0.05)(net.features(x), torch.as_tensor(labels)).backward()
+    expected = float(net.conv2.weight.grad.norm() / net.conv1.weight.grad.norm())
+    assert score == pytest.approx(expected, rel=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # weights untouched
+    assert tr.feature_update_score(net, images, labels, n_batches=2) > 0
+
+
+def test_feature_update_score_on_a_zoo_source(mirror):
+    from cfct import data, zoo
+
+    train = data.load_target("breastmnist", "train", 28)
+    sub = data.subsample_per_class(train, 10, seed=0)
+    model = zoo.create("random:resnet18", num_classes=2, input_size=28)
+    s = tr.feature_update_score(model, sub, sub.labels)
+    assert np.isfinite(s) and s > 0
+    assert s == pytest.approx(tr.feature_update_score(model, sub, sub.labels))  # deterministic
+    f, p = tr.source_outputs(model, sub)
+    assert f.shape == (len(sub), model.feature_dim) and np.allclose(p.sum(1), 1)
+
+
+def test_transferability_score_eq_6_6_and_6_8_by_hand():
+    lp, fu = {"a": 1.0, "b": 2.0, "c": 3.0}, {"a": 3.0, "b": 2.0, "c": 2.5}
+    # Eq. 6.5: lp' = [0, .5, 1], fu' = [1, 0, .5]
+    assert tr.transferability_score(lp, fu).tolist() == pytest.approx([0.0, 0.0, 0.5])
+    assert tr.transferability_score(lp, fu, scenario="model").tolist() == pytest.approx([0.0, 0.5, 0.0])
+    assert tr.transferability_score(lp, fu, combine="sum").tolist() == pytest.approx([1.0, 0.5, 1.5])
+    assert tr.transferability_score(lp, fu, terms="fu").tolist() == pytest.approx([1.0, 0.0, 0.5])
+    # a candidate without S_LP (the target itself) still shapes the S_FU normalisation, and only it is NaN
+    out = tr.transferability_score({**lp, "self": np.nan}, {**fu, "self": 0.0})
+    assert np.isnan(out["self"]) and out[["a", "b", "c"]].notna().all()
+    with pytest.raises(ValueError, match="same score"):
+        tr.transferability_score({"a": 1.0, "b": 1.0}, {"a": 1.0, "b": 2.0})
+
+
+# ------------------------------------------------------------------------------------------ degenerate input
+@pytest.mark.parametrize("fn", [tr.logme, tr.parc, tr.sfda, tr.nleep, tr.label_prediction_score])
+def test_degenerate_input_is_refused_with_a_reason(fn):
+    f, y = _clusters()
+    with pytest.raises(ValueError, match="two classes"):
+        fn(f, np.zeros_like(y))
+    bad = f.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        fn(bad, y)
+    with pytest.raises(ValueError, match="constant"):
+        fn(np.ones_like(f), y)
+    with pytest.raises(ValueError, match="samples"):
+        fn(f, y[:-1])
+
+
+def test_low_data_n_below_d_gives_finite_scores():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    f = rng.normal(size=(40, 512)) + y[:, None] * 0.3
+    for fn in (tr.logme, tr.parc, tr.sfda, tr.nleep, tr.label_prediction_score):
+        assert np.isfinite(fn(f, y)), fn.__name__
+    assert np.isfinite(tr.ncti({"a": f, "b": rng.normal(size=f.shape)}, y)).all()
+
+
+def test_single_class_feature_update_is_refused():
+    images = np.random.default_rng(0).integers(0, 256, (6, 10, 10, 1), dtype=np.uint8)
+    with pytest.raises(ValueError, match="two classes"):
+        tr.feature_update_score(_TinyNet(), images, np.zeros(6, int))
+
+
+def test_sfda_solve_equals_the_generalised_eigen_route():
+    rng = np.random.default_rng(0)
+    for n, d, c in ((60, 20, 3), (200, 512, 2)):
+        y = rng.integers(0, c, n)
+        x = np.maximum(rng.normal(size=(n, d)) + 0.3 * y[:, None], 0)
+        p, lam = tr._fda_probs(x, y, c, None)
+        assert np.allclose(p, tr._fda_probs_eigen(x, y, c, lam), atol=1e-10)
+
+
+def test_hyperparameter_grid_and_table_6_1():
+    grid = tr.hyperparameter_grid("breastmnist", [0.1, 0.01], [0.0], [0.9, 0.0], [0])
+    assert len(grid) == 2 * 1 * 2 * 2
+    assert {g["batch_size"] for g in grid} == {32, 64}  # Table 6.1
+    full = tr.hyperparameter_grid("pathmnist", *tr.PAPER_GRID.values(), [0])
+    assert len(full) == 120  # 6 learning rates x 5 weight decays x 2 momenta x 2 batch sizes (6.4.2)
+    with pytest.raises(ValueError, match="Table 6.1"):
+        tr.hyperparameter_grid("csv:nih-cxr14-sample", [0.1], [0.0], [0.9], [0])
+
+
+def test_expand_sources_and_labels():
+    specs = tr.expand_sources(
+        [
+            "random:{arch}",
+            "pretrained:{arch}:medmnist-lto:{target}",
+            "pretrained:{arch}:medmnist:{other}@300",
+        ],
+        "breastmnist",
+        ["breastmnist", "pneumoniamnist"],
+    )
+    assert specs == [
+        "random:resnet18",
+        "pretrained:resnet18:medmnist-lto:breastmnist",
+        "pretrained:resnet18:medmnist:pneumoniamnist@300",
+    ]
+    assert tr.expand_sources(
+        ["pretrained:{arch}:medmnist:{other}"], "pneumoniamnist", ["pneumoniamnist"]
+    ) == ["pretrained:resnet18:medmnist:breastmnist"]
+    assert tr.source_label(specs[1]) == "MedMNIST without breastmnist (LTO)"
+    assert tr.source_label(specs[0]) == "random init"
+    from cfct.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        tr.expand_sources(["nonsense:{arch}"], "breastmnist", ["breastmnist"])
+
+
+def test_select_ground_truth_uses_lowest_validation_loss():
+    runs = pd.DataFrame(
+        {
+            "source": ["a", "a", "b", "b"],
+            "val_loss": [0.5, 0.4, np.nan, 0.7],
+            "test_auc": [0.9, 0.8, 0.99, 0.6],
+        }
+    )
+    assert tr.select_ground_truth(runs).to_dict() == {"a": 0.8, "b": 0.6}
