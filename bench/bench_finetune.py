@@ -8,7 +8,9 @@ augmentation (3.4.1's 'ch3' policy without horizontal flips, as for a chest targ
   (``cfct.data.reference_transform('ch3')`` = RandomAffine + ToTensor, then grey -> 3 channels and Normalize),
   collated by a ``DataLoader`` (``num_workers=0`` and, where asked, worker processes);
 * cfct: :func:`cfct.train._fit`, the loop ``finetune`` runs: uint8 rows indexed, converted, augmented
-  (``BatchAugment``, one batched ``grid_sample``) and normalised as whole batches.
+  (``BatchAugment``, one batched ``grid_sample``) and normalised as whole batches, and the fused
+  (single-kernel) Adam; the baseline keeps torch's default Adam. ``--bf16`` adds cfct with bf16 autocast on
+  the CPU (``FinetuneConfig(cpu_bf16=True)``, off by default).
 
 The two are measured in alternating rounds (the machine is shared; alternation spreads background load
 evenly) and the median images/s of each is reported with their ratio. With CUDA present it also reports
@@ -77,13 +79,13 @@ def run_baseline(model: torch.nn.Module, loader: DataLoader, n_images: int) -> f
 
 
 def run_cfct(model: torch.nn.Module, ds: data.ImageSet, *, device: torch.device, input_size: int,
-             amp: bool, channels_last: bool, seed: int) -> float:
+             amp: bool, channels_last: bool, seed: int, cpu_bf16: bool = False) -> float:
     """Images/s of one epoch of cfct's own training loop (train._fit) on ``ds``."""
     if channels_last:
         model.to(memory_format=torch.channels_last)
     batches = train._Batches(ds, device=device, input_size=input_size, normalization="half",
                              channels_last=channels_last)
-    autocast = train._autocast(device, amp)
+    autocast = train._autocast(device, amp, cpu_bf16)
     plan = train._Plan(optimizer="adam", lr=LR, momentum=0.0, weight_decay=0.0, batch_size=BATCH,
                        max_epochs=1, patience=None, monitor="val_loss", select="val_loss", phases=("full",),
                        seed=seed, amp=autocast, fp16_scaler=autocast[0] and autocast[1] == torch.float16,
@@ -94,7 +96,7 @@ def run_cfct(model: torch.nn.Module, ds: data.ImageSet, *, device: torch.device,
     return record["train_images"] / record["train_seconds"]
 
 
-def cpu_comparison(ds: data.ImageSet, rounds: int, workers: list[int]) -> None:
+def cpu_comparison(ds: data.ImageSet, rounds: int, workers: list[int], bf16: bool) -> None:
     print(f"CPU, resnet18, {len(ds)} PneumoniaMNIST images at {ds.images.shape[1]} px, batch {BATCH}, "
           f"torch threads {torch.get_num_threads()}, 'ch3' augmentation (no flips)")
     model = zoo.create("random:resnet18", 2, input_size=28, seed=0)
@@ -105,9 +107,14 @@ def cpu_comparison(ds: data.ImageSet, rounds: int, workers: list[int]) -> None:
              channels_last=False, seed=0)
     run_baseline(model, loaders[workers[0]], 2 * BATCH)
     speeds: dict[str, list[float]] = {"cfct": [], **{f"dataloader(workers={w})": [] for w in workers}}
+    if bf16:
+        speeds["cfct+cpu_bf16"] = []
     for r in range(rounds):
         speeds["cfct"].append(run_cfct(model, ds, device=torch.device("cpu"), input_size=28, amp=False,
                                        channels_last=False, seed=r))
+        if bf16:
+            speeds["cfct+cpu_bf16"].append(run_cfct(model, ds, device=torch.device("cpu"), input_size=28,
+                                                    amp=False, channels_last=False, seed=r, cpu_bf16=True))
         for w in workers:
             speeds[f"dataloader(workers={w})"].append(run_baseline(model, loaders[w], len(ds)))
         print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in speeds.items()) + " images/s")
@@ -115,7 +122,8 @@ def cpu_comparison(ds: data.ImageSet, rounds: int, workers: list[int]) -> None:
     for k, v in med.items():
         print(f"{k:>24}: {v:7.1f} images/s (median of {rounds})")
     for w in workers:
-        print(f"ratio cfct / dataloader(workers={w}): {med['cfct'] / med[f'dataloader(workers={w})']:.2f}x")
+        for k in [k for k in med if k.startswith("cfct")]:
+            print(f"ratio {k} / dataloader(workers={w}): {med[k] / med[f'dataloader(workers={w})']:.2f}x")
 
 
 def gpu_comparison(ds: data.ImageSet, rounds: int) -> None:
@@ -138,11 +146,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", default="0", help="DataLoader worker counts to compare, comma-separated")
     parser.add_argument("--gpu-images", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--bf16", action="store_true", help="also time cfct with bf16 autocast on the CPU")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("CFCT_OFFLINE", "1")
     full = data.load_target("pneumoniamnist", "train", 28)
     ds = full.subset(np.arange(min(args.images, len(full))))
-    cpu_comparison(ds, args.rounds, [int(w) for w in args.workers.split(",")])
+    cpu_comparison(ds, args.rounds, [int(w) for w in args.workers.split(",")], args.bf16)
     if torch.cuda.is_available():
         gpu_comparison(full.subset(np.arange(min(args.gpu_images, len(full)))), args.rounds)
     else:

@@ -106,6 +106,9 @@ class FinetuneConfig:
         Mixed precision on CUDA (bf16 where supported, else fp16 with gradient scaling); ignored elsewhere.
     channels_last : bool
         Channels-last memory format on CUDA; ignored elsewhere.
+    cpu_bf16 : bool
+        bf16 autocast on the CPU (off by default: CPU runs are exact fp32). On CPUs with native bf16
+        (AVX512-BF16 / AMX) it cuts a ResNet18 step at 28 px by about a quarter; elsewhere it is slower.
     """
 
     optimizer: str = "adam"
@@ -125,6 +128,7 @@ class FinetuneConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
+    cpu_bf16: bool = False
 
     def __post_init__(self) -> None:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -339,8 +343,11 @@ class _Batches:
             yield self.get(torch.arange(start, min(start + batch_size, self.n)))
 
 
-def _autocast(device: torch.device, amp: bool) -> tuple[bool, torch.dtype | None]:
-    """Whether and in which dtype to autocast: only on CUDA (bf16 where supported, else fp16)."""
+def _autocast(device: torch.device, amp: bool, cpu_bf16: bool = False) -> tuple[bool, torch.dtype | None]:
+    """Whether and in which dtype to autocast: CUDA with ``amp`` (bf16 where supported, else fp16), the CPU
+    only with ``cpu_bf16``."""
+    if device.type == "cpu" and cpu_bf16:
+        return True, torch.bfloat16
     if not amp or device.type != "cuda":
         return False, None
     return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -430,11 +437,14 @@ def _trainable(model: nn.Module, frozen_backbone: bool) -> list[nn.Parameter]:
     return list(model.head_parameters()) if frozen_backbone else list(model.parameters())
 
 
-def _make_optimizer(params: list[nn.Parameter], name: str, lr: float, momentum: float,
-                    weight_decay: float) -> torch.optim.Optimizer:
+def _make_optimizer(params: list[nn.Parameter], name: str, lr: float, momentum: float, weight_decay: float,
+                    device: torch.device) -> torch.optim.Optimizer:
+    """Adam or SGD; the fused single-kernel implementation on CPU and CUDA (the default multi-tensor one
+    spends ~50 ms per ResNet18 step on this 2-core CPU, a fifth of the step at 28 px; fused: ~10 ms)."""
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **fused)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **fused)
 
 
 def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -501,7 +511,7 @@ def _fit(model: nn.Module, train: _Batches, val: _Batches | None, task: str, aug
         phase = plan.phases[state["phase"]]
         frozen = phase == "head"
         params = _trainable(model, frozen)
-        opt = _make_optimizer(params, plan.optimizer, plan.lr, plan.momentum, plan.weight_decay)
+        opt = _make_optimizer(params, plan.optimizer, plan.lr, plan.momentum, plan.weight_decay, device)
         scaler = torch.amp.GradScaler("cuda") if plan.fp16_scaler else None
         mon = _Best(**state["monitor"]) if state["monitor"] else _Best(_mode(plan.monitor))
         sel = _Best(**state["select"]) if state["select"] else _Best(_mode(plan.select))
@@ -784,7 +794,7 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
                 model.to(memory_format=torch.channels_last)
             if device.type == "cuda":
                 torch.backends.cudnn.benchmark = True
-            amp = _autocast(device, cfg.amp)
+            amp = _autocast(device, cfg.amp, cfg.cpu_bf16)
             hflip = cfg.hflip if cfg.hflip is not None else not _is_chest(train.name)
             augment = (data.BatchAugment(cfg.augment, hflip=hflip, seed=cfg.seed)
                        if cfg.augment != "none" else None)

@@ -96,6 +96,7 @@ def score_vs_auc(
                 tau = stats.weighted_tau(s[ok], x[ok])
                 ax.text(0.03, 0.92, f"τw={tau:.2f}", transform=ax.transAxes, fontsize=6, va="top")
             ax.tick_params(labelsize=5)
+            ax.ticklabel_format(axis="y", useOffset=False)
             if i == 0:
                 ax.set_title(METHOD_LABELS.get(m, m), fontsize=8)
             if j == 0:
@@ -104,7 +105,7 @@ def score_vs_auc(
     fig.supylabel("transferability score", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98 if title else 1))
     return fig
 
 
