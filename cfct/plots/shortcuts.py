@@ -15,6 +15,7 @@ from matplotlib.patches import FancyBboxPatch
 
 #: Colours per source role, fixed so every figure of the chapter reads the same way.
 SOURCE_COLORS = {"natural": "#d95f02", "medical": "#1b9e77", "random": "#7570b3"}
+_METRIC_LABELS = {"ood_auc": "o.o.d. AUC", "iid_auc": "i.i.d. AUC"}
 _LEVEL_COLORS = {"patient": "#deebf7", "environment": "#fee6ce"}
 
 
@@ -237,7 +238,7 @@ def robustness_curves(
             if i == 0:
                 ax.set_title(str(c), fontsize=9.5)
             if j == 0:
-                ax.set_ylabel(f"{r}\nAUC" if row != "metric" else str(r).replace("_", " "), fontsize=9)
+                ax.set_ylabel(_METRIC_LABELS.get(str(r), f"{r}\nAUC"), fontsize=9)
             if i == len(rows) - 1:
                 ax.set_xlabel("$p_{art}$")
     handles, labels = axes[0, 0].get_legend_handles_labels()
