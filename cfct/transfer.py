@@ -22,9 +22,6 @@ from cfct.train import FinetuneConfig, FinetuneResult, finetune
 # Display name -> cfct.train freeze strategy (3.4.2).
 STRATEGIES: dict[str, str] = {"no freeze": "none", "freeze": "freeze_then_full"}
 
-# 3.4.1: horizontal flips are augmentations for every target but chest X-rays (left and right differ).
-NO_HFLIP_TARGETS = frozenset({"pneumoniamnist", "chestmnist", "nih-cxr14-sample"})
-
 
 @dataclasses.dataclass(frozen=True)
 class Fold:
@@ -118,7 +115,8 @@ def transfer_matrix(
     sources : mapping
         Role (e.g. ``'natural'``) -> source spec; ``{target}`` in a spec is replaced per target.
     finetune_config : FinetuneConfig
-        Shared settings; ``freeze``, ``seed`` and the horizontal-flip choice are set per run.
+        Shared settings; ``freeze`` and ``seed`` (``seed + fold``) are set per run. Pre-trained sources do not
+        depend on the fine-tuning seed (cfct.train pins their pre-training seed), so every fold reuses them.
     strategies : sequence of str
         Keys of :data:`STRATEGIES`.
     single_strategy_sources : sequence of str
@@ -137,18 +135,15 @@ def transfer_matrix(
             raise unknown_choice("strategy", strategy, STRATEGIES)
     runs = []
     for target in targets:
-        hflip = target_name(target) not in NO_HFLIP_TARGETS
         for fold in target_folds(target, size=size, folds=folds, seed=seed, max_train_images=max_train_images):
             for role, template in sources.items():
                 spec = source_for_target(template, target)
                 for strategy in strategies:
                     if role in single_strategy_sources and strategy != "no freeze":
                         continue
-                    # One seed for every fold: folds differ by their data, and the seed also names the
-                    # pre-training run of a `pretrained:` source, which must be the same in every fold.
-                    cfg = dataclasses.replace(
-                        finetune_config, freeze=STRATEGIES[strategy], seed=seed, hflip=hflip
-                    )
+                    # Horizontal flips: cfct.train turns them off for chest X-ray targets (3.4.1) unless the
+                    # config says otherwise.
+                    cfg = dataclasses.replace(finetune_config, freeze=STRATEGIES[strategy], seed=seed + fold.fold)
                     result = finetune(spec, fold.train, fold.val, fold.test, cfg, input_size=size,
                                       progress=progress, profile=profile)
                     runs.append(TransferRun(target, fold.fold, role, spec, strategy, result))

@@ -51,7 +51,8 @@ def test_wrong_type_is_named() -> None:
 
 
 def test_unknown_chapter_lists_chapters() -> None:
-    with pytest.raises(ConfigError, match=re.escape("unknown chapter '7'; valid choices: 3 (03_hidden_representations)")):
+    expected = "unknown chapter '7'; valid choices: 3 (03_hidden_representations)"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
         get_chapter(7)
     assert get_chapter("ch6").id == "06_transferability"
     assert get_chapter("hidden_representations").number == 3

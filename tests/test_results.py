@@ -26,7 +26,7 @@ def test_cached_computes_once(tmp_path: Path) -> None:
         save_arrays(workdir, probs=np.arange(4.0))
         return {"auc": 0.75}
 
-    first = store.cached("finetune", {"lr": 1e-3}, compute)
+    store.cached("finetune", {"lr": 1e-3}, compute)
     second = store.cached("finetune", {"lr": 1e-3}, compute)
     assert len(calls) == 1
     assert second.metrics == {"auc": 0.75}
@@ -53,7 +53,7 @@ def test_killed_run_is_not_complete_and_resumes(tmp_path: Path) -> None:
     assert store.cached("finetune", cfg, resuming).metrics == {"resumed_from": 2}
 
 
-def _worker(root: str, out: "mp.Queue[float]") -> None:
+def _worker(root: str, out: mp.Queue[float]) -> None:
     import time
 
     def slow(workdir: Path) -> dict:

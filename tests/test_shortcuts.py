@@ -127,9 +127,7 @@ def _radius(h: int, w: int) -> np.ndarray:
     return np.sqrt(fu**2 + fv**2)
 
 
-@pytest.mark.parametrize(
-    "shape,cutoff", [((5, 32, 32, 1), 0.25), ((3, 28, 36, 3), 0.1), ((2, 64, 64, 1), 0.488)]
-)
+@pytest.mark.parametrize("shape,cutoff", [((5, 32, 32, 1), 0.25), ((3, 28, 36, 3), 0.1), ((2, 64, 64, 1), 0.488)])
 def test_lowpass_has_no_power_above_cutoff_and_keeps_the_mean(shape, cutoff: float) -> None:
     x = RNG.uniform(0, 255, size=shape)
     y = shortcuts.lowpass_denoise(x, cutoff)
@@ -219,9 +217,7 @@ def test_ct_photon_noise_level_follows_n0_and_seed() -> None:
     low = shortcuts.ct_photon_noise(x, 1e3, seed=1).astype(float) - x
     high = shortcuts.ct_photon_noise(x, 1e5, seed=1).astype(float) - x
     assert low.std() > 4 * high.std()
-    np.testing.assert_array_equal(
-        shortcuts.ct_photon_noise(x, 1e3, seed=1), shortcuts.ct_photon_noise(x, 1e3, seed=1)
-    )
+    np.testing.assert_array_equal(shortcuts.ct_photon_noise(x, 1e3, seed=1), shortcuts.ct_photon_noise(x, 1e3, seed=1))
     # Plenty of photons: the slice comes back unchanged (only reconstructed noise is added).
     assert np.abs(shortcuts.ct_photon_noise(x, 1e12, seed=1).astype(int) - x).max() <= 1
     rect = np.zeros((2, 24, 30, 3), np.uint8)
@@ -257,9 +253,7 @@ def test_artifact_masks_are_nested_across_p_art() -> None:
 def test_split_dev_test_exact_classes_and_group_disjoint() -> None:
     labels = np.r_[np.ones(120, int), np.zeros(180, int)]
     groups = np.repeat(np.arange(100), 3)
-    dev, test = shortcuts.split_dev_test(
-        labels, n_dev=100, n_test=80, pos_fraction=0.3, groups=groups, seed=2
-    )
+    dev, test = shortcuts.split_dev_test(labels, n_dev=100, n_test=80, pos_fraction=0.3, groups=groups, seed=2)
     assert labels[dev].sum() == 30 and labels[test].sum() == 24
     assert len(dev) == 100 and len(test) == 80
     assert not set(groups[dev]) & set(groups[test])
@@ -309,9 +303,7 @@ def test_dev_splits_group_disjoint_with_both_classes() -> None:
 
 # ----------------------------------------------------------------------------------------------- sets
 def test_confounded_sets_have_the_stated_composition(pneumonia: data.ImageSet) -> None:
-    dev_idx, test_idx = shortcuts.split_dev_test(
-        pneumonia.labels, n_dev=100, n_test=60, pos_fraction=0.3, seed=0
-    )
+    dev_idx, test_idx = shortcuts.split_dev_test(pneumonia.labels, n_dev=100, n_test=60, pos_fraction=0.3, seed=0)
     dev, test = pneumonia.subset(dev_idx), pneumonia.subset(test_idx)
     sets = shortcuts.confounded_sets(dev, test, "tag", 0.5, seed=0)
     comp = sets.composition().set_index(["set", "class"])["with confounder"]
@@ -322,8 +314,7 @@ def test_confounded_sets_have_the_stated_composition(pneumonia: data.ImageSet) -
     changed = (sets.dev.images != dev.images).reshape(len(dev), -1).any(axis=1)
     np.testing.assert_array_equal(changed, sets.dev_artifact)
     assert (
-        sets.ood.images[:, box[0] : box[2], box[1] : box[3]]
-        != test.images[:, box[0] : box[2], box[1] : box[3]]
+        sets.ood.images[:, box[0] : box[2], box[1] : box[3]] != test.images[:, box[0] : box[2], box[1] : box[3]]
     ).reshape(len(test), -1).any(axis=1).sum() == 42
     # p_art = 0 leaves the development set (and its fingerprint) untouched, so runs are shared.
     zero = shortcuts.confounded_sets(dev, test, "tag", 0.0, seed=0)
@@ -431,3 +422,29 @@ def test_robustness_experiment_runs_on_real_data(tmp_path) -> None:
     assert list(df["p_art"]) == [0.0, 1.0]
     assert df[["iid_auc", "ood_auc"]].notna().all().all()
     assert set(df["n_test"]) == {30} and set(df["n_train"]) == {34}
+
+
+def test_chapter_plan_and_sources() -> None:
+    plan = shortcuts.chapter_settings(
+        ["pneumoniamnist"],
+        ["tag", "denoising"],
+        sex_target="csv:nih-cxr14-sample",
+        noise_target="pneumoniamnist",
+        ct_target="csv:iqothnccd-lung-ct",
+    )
+    assert [s.figure for s in plan] == ["4.3"] * 3 + ["4.4"] * 4
+    assert plan[2].confounder == "sex" and plan[2].pos_fraction == 0.5 and plan[0].pos_fraction == 0.3
+    assert all(s.roles == ("natural", "medical") for s in plan[3:])
+    assert {(s.modality, s.contrast) for s in plan[3:]} == {
+        (m, c) for m in ("X-ray", "CT") for c in ("noise vs no noise", "high vs low noise")
+    }
+    src = shortcuts.sources_for("breastmnist", "resnet18")
+    assert src == {
+        "natural": "pretrained:resnet18:cifar10",
+        "medical": "pretrained:resnet18:medmnist-lto:breastmnist",
+        "random": "random:resnet18",
+    }
+    assert shortcuts.sources_for("csv:nih-cxr14-sample", "resnet18")["medical"].endswith("medmnist-lto:breastmnist")
+    custom = shortcuts.sources_for("pneumoniamnist", "resnet50", medical="checkpoint:resnet50:/w/{target}.pt")
+    assert custom["medical"] == "checkpoint:resnet50:/w/pneumoniamnist.pt"
+    assert shortcuts.positive_class("breastmnist") == 0 and shortcuts.positive_class("pneumoniamnist") == 1
