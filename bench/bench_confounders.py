@@ -53,9 +53,7 @@ def main() -> None:
     mask = shortcuts.artifact_mask(labels, 0.5)
     timed("noise-levels (both levels)", lambda a: conf.apply(a, mask, seed=0), x)
     ct = x[: args.ct_n]
-    timed(
-        "ct-noise (radon/iradon, N0=4096)", lambda a: shortcuts.ct_photon_noise(a, seed=0, progress=True), ct
-    )
+    timed("ct-noise (radon/iradon, N0=4096)", lambda a: shortcuts.ct_photon_noise(a, seed=0, progress=True), ct)
 
 
 if __name__ == "__main__":

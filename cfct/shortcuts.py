@@ -173,9 +173,7 @@ def _as_batch(images: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np
         return arr[None], lambda y: y[0]
     if arr.ndim == 4:
         return arr, lambda y: y
-    raise ConfigError(
-        f"images must have shape (H, W), (H, W, C) or (N, H, W, C); got an array with shape {arr.shape}"
-    )
+    raise ConfigError(f"images must have shape (H, W), (H, W, C) or (N, H, W, C); got an array with shape {arr.shape}")
 
 
 def _finish(y: np.ndarray, dtype: np.dtype, *, floor: bool = False) -> np.ndarray:
@@ -228,9 +226,7 @@ def _tag_alpha(
     font_px = max(int(round(size * side)), int(min_font_px))
     # DejaVu Sans ships with matplotlib, so the glyph is identical on every machine (the thesis used the
     # system's sans-serif font through the same matplotlib lookup).
-    font_file = font_manager.findfont(
-        font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True
-    )
+    font_file = font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True)
     font = ImageFont.truetype(font_file, font_px)
     left, top, right, bottom = font.getbbox(text)
     canvas = Image.new("L", (right - left, bottom - top), color=0)
@@ -338,9 +334,7 @@ def _frequency_radius(height: int, width: int) -> np.ndarray:
     return np.sqrt(fu**2 + fv**2)
 
 
-def lowpass_denoise(
-    images: np.ndarray, cutoff: float = THESIS_LOWPASS_CUTOFF, *, chunk: int = 512
-) -> np.ndarray:
+def lowpass_denoise(images: np.ndarray, cutoff: float = THESIS_LOWPASS_CUTOFF, *, chunk: int = 512) -> np.ndarray:
     """Denoise by an ideal low-pass filter in the DFT domain, Eq. 4.1 (Fig. 4.2c).
 
     .. math:: H_{LPF}(u, v) = 1 \\text{ if } D(u, v) \\le D_0 \\text{ else } 0
@@ -409,9 +403,7 @@ def _attenuation_to_grey(mu: np.ndarray, window: tuple[float, float]) -> np.ndar
     return (hu - window[0]) / (window[1] - window[0]) * 255.0
 
 
-def poisson_noise_std(
-    grey: float | np.ndarray, n0: float, window: tuple[float, float] = DISPLAY_WINDOW
-) -> np.ndarray:
+def poisson_noise_std(grey: float | np.ndarray, n0: float, window: tuple[float, float] = DISPLAY_WINDOW) -> np.ndarray:
     """Standard deviation (grey levels) of :func:`poisson_noise` at a grey value, from Eq. 4.2.
 
     With :math:`p_r = N_0 e^{-p_a}` counts, :math:`\\mathrm{Var}[\\hat p_a] \\approx 1 / (N_0 e^{-p_a})`
@@ -571,9 +563,7 @@ def ct_photon_noise(
         counts = rng.poisson(n0 * np.exp(-line_integrals))
         # A zero count has no logarithm; clamp at half a photon (a common convention in low-dose simulation).
         noisy = -np.log(np.maximum(counts, 0.5) / n0)
-        noise_mu = iradon(
-            noisy - line_integrals, theta=theta, output_size=side, circle=False, filter_name="ramp"
-        )
+        noise_mu = iradon(noisy - line_integrals, theta=theta, output_size=side, circle=False, filter_name="ramp")
         out[i, :, :, ch] += (noise_mu / pixel_m * grey_per_mu)[:h, :w]
     out = np.clip(out, 0.0, 255.0)
     if shared:
@@ -649,8 +639,7 @@ class Confounder:
         """The artifact applied to every image of ``images``."""
         if self.kind != "image":
             raise ConfigError(
-                f"confounder {self.name!r} is a patient attribute; it selects images, see "
-                "attribute_confounded_split"
+                f"confounder {self.name!r} is a patient attribute; it selects images, see attribute_confounded_split"
             )
         return self._call(self.function, self.params, images, seed)
 
@@ -669,9 +658,7 @@ class Confounder:
         x = np.asarray(images)
         mask = np.asarray(mask, dtype=bool)
         if x.ndim != 4 or mask.shape != (len(x),):
-            raise ConfigError(
-                f"apply needs an (N, H, W, C) batch and an (N,) mask; got {x.shape} and {mask.shape}"
-            )
+            raise ConfigError(f"apply needs an (N, H, W, C) batch and an (N,) mask; got {x.shape} and {mask.shape}")
         out = x.copy()
         if self.base_function and (~mask).any():
             out[~mask] = self._call(self.base_function, self.base_params, x[~mask], seed + 1_000_003)
@@ -776,16 +763,12 @@ def confounder_table() -> pd.DataFrame:
         if conf.params:
             how += (
                 "("
-                + ", ".join(
-                    f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in conf.params.items()
-                )
+                + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in conf.params.items())
                 + ")"
             )
         if conf.base_function:
             how += (
-                f"; others: {conf.base_function}("
-                + ", ".join(f"{k}={v:g}" for k, v in conf.base_params.items())
-                + ")"
+                f"; others: {conf.base_function}(" + ", ".join(f"{k}={v:g}" for k, v in conf.base_params.items()) + ")"
             )
         rows.append(
             {
@@ -819,9 +802,7 @@ def _binary_labels(labels: np.ndarray, positive: int) -> np.ndarray:
         raise ConfigError(f"shortcut sets need binary labels of shape (N,); got shape {y.shape}")
     values = set(np.unique(y).tolist())
     if not values <= {0, 1} or positive not in (0, 1):
-        raise ConfigError(
-            f"shortcut sets need binary 0/1 labels and positive in (0, 1); got {sorted(values)}"
-        )
+        raise ConfigError(f"shortcut sets need binary 0/1 labels and positive in (0, 1); got {sorted(values)}")
     return y == positive
 
 
@@ -1039,13 +1020,9 @@ def attribute_confounded_split(
     t_pos, t_neg = _class_counts(int(n_test), pos_fraction)
     rng = np.random.default_rng(seed)
     groups = metadata[group].to_numpy() if group and group in metadata.columns else None
-    cells = np.array(
-        ["pos+" if p and a else "pos-" if p else "neg+" if a else "neg-" for p, a in zip(is_pos, has)]
-    )
+    cells = np.array(["pos+" if p and a else "pos-" if p else "neg+" if a else "neg-" for p, a in zip(is_pos, has)])
     g = _groups_or_index(groups, len(metadata))
-    in_test = _group_disjoint_pools(
-        cells, g, {"pos+": t_pos, "pos-": t_pos, "neg+": t_neg, "neg-": t_neg}, rng
-    )
+    in_test = _group_disjoint_pools(cells, g, {"pos+": t_pos, "pos-": t_pos, "neg+": t_neg, "neg-": t_neg}, rng)
 
     def ordered(cell: str, pool: np.ndarray, n: int, what: str) -> np.ndarray:
         idx = np.flatnonzero((cells == cell) & pool)
@@ -1204,9 +1181,7 @@ class ConfoundedSets:
             ds, art = getattr(self, name), getattr(self, f"{name}_artifact")
             pos = np.asarray(ds.labels) == self.positive
             for cls, m in (("positive", pos), ("negative", ~pos)):
-                rows.append(
-                    {"set": name, "class": cls, "n": int(m.sum()), "with confounder": int((art & m).sum())}
-                )
+                rows.append({"set": name, "class": cls, "n": int(m.sum()), "with confounder": int((art & m).sum())})
         return pd.DataFrame(rows)
 
 
@@ -1257,9 +1232,7 @@ def confounded_sets(
     """
     conf = get_confounder(confounder)
     if conf.kind != "image":
-        raise ConfigError(
-            f"confounder {conf.name!r} selects images by metadata; use attribute_confounded_split"
-        )
+        raise ConfigError(f"confounder {conf.name!r} selects images by metadata; use attribute_confounded_split")
     p_art = _check_fraction("p_art", p_art)
     dev_mask = artifact_mask(dev.labels, p_art, positive=positive, seed=seed)
     iid_mask = artifact_mask(test.labels, p_art, positive=positive, seed=seed + 1)
@@ -1275,21 +1248,15 @@ def confounded_sets(
     def one(ds: Any, mask: np.ndarray, stream: int, what: str) -> np.ndarray:
         # The mask is part of the key, so p_art is too; the o.o.d. set is thus computed once per sweep.
         cfg = {**base, "what": what, "data": _array_digest(ds.images, np.asarray(ds.labels), mask)}
-        return _cached_arrays(
-            cfg, lambda: {"images": conf.apply(ds.images, mask, seed=seed * 7919 + stream)}, cache
-        )["images"]
+        return _cached_arrays(cfg, lambda: {"images": conf.apply(ds.images, mask, seed=seed * 7919 + stream)}, cache)[
+            "images"
+        ]
 
     untouched = not conf.base_function
     dev_images = dev.images if (untouched and not dev_mask.any()) else one(dev, dev_mask, 0, "dev")
-    dev_name = (
-        dev.name if (untouched and not dev_mask.any()) else _tagname(dev.name, conf, f"p{p_art:g}:s{seed}")
-    )
+    dev_name = dev.name if (untouched and not dev_mask.any()) else _tagname(dev.name, conf, f"p{p_art:g}:s{seed}")
     iid_images = test.images if (untouched and not iid_mask.any()) else one(test, iid_mask, 1, "iid")
-    iid_name = (
-        test.name
-        if (untouched and not iid_mask.any())
-        else _tagname(test.name, conf, f"iid{p_art:g}:s{seed}")
-    )
+    iid_name = test.name if (untouched and not iid_mask.any()) else _tagname(test.name, conf, f"iid{p_art:g}:s{seed}")
     return ConfoundedSets(
         dev=_with_images(dev, dev_images, dev_name),
         iid=_with_images(test, iid_images, iid_name),
@@ -1347,9 +1314,7 @@ def load_pools(target: str, size: int) -> tuple[Any, Any | None]:
 
 def _binary_check(ds: Any) -> None:
     if ds.task != "binary":
-        raise ConfigError(
-            f"Chapter 4's sets need a binary target; {ds.name!r} is {ds.task} ({ds.n_classes} classes)"
-        )
+        raise ConfigError(f"Chapter 4's sets need a binary target; {ds.name!r} is {ds.task} ({ds.n_classes} classes)")
 
 
 def experiment_sets(
@@ -1593,17 +1558,13 @@ def robustness_experiment(
         sets = experiment_sets(
             target, conf, p, size=size, n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction, seed=seed
         )
-        splits = dev_splits(
-            sets.dev.labels, k=folds, val_fraction=val_fraction, groups=sets.dev.groups, seed=seed
-        )
+        splits = dev_splits(sets.dev.labels, k=folds, val_fraction=val_fraction, groups=sets.dev.groups, seed=seed)
         for k, (tr, va) in enumerate(splits):
             trn, val = sets.dev.subset(tr), sets.dev.subset(va)
             cfg = dataclasses.replace(finetune, seed=finetune.seed + k)
             for role, spec in sources.items():
                 bar.set_postfix_str(f"p_art={p:g} fold={k} {role}")
-                res = train.finetune(
-                    spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False
-                )
+                res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False)
                 ood_probs = evaluate_ood(res, sets.ood, store=store, device=cfg.device)
                 rows.append(
                     {
@@ -1764,9 +1725,7 @@ def chapter_settings(
     return out
 
 
-def sources_for(
-    target: str, arch: str, natural: str | None = None, medical: str | None = None
-) -> dict[str, str]:
+def sources_for(target: str, arch: str, natural: str | None = None, medical: str | None = None) -> dict[str, str]:
     """Source specs per role for one target; ``medical`` may hold ``{target}`` (replaced by the MedMNIST flag
     of a MedMNIST target)."""
     from cfct import data
@@ -1846,9 +1805,7 @@ def run_settings(
     frames = []
     for st in settings:
         sources = sources_for(st.target, arch, natural_source, medical_source)
-        ft = chapter_finetune_config(
-            st.pos_fraction, lr=lr, epochs=epochs, patience=patience, seed=seed, device=device
-        )
+        ft = chapter_finetune_config(st.pos_fraction, lr=lr, epochs=epochs, patience=patience, seed=seed, device=device)
         df = robustness_experiment(
             st.target,
             st.confounder,
@@ -1865,7 +1822,5 @@ def run_settings(
             profile=profile,
             progress=progress,
         )
-        frames.append(
-            df.assign(figure=st.figure, setting=st.label, modality=st.modality, contrast=st.contrast)
-        )
+        frames.append(df.assign(figure=st.figure, setting=st.label, modality=st.modality, contrast=st.contrast))
     return pd.concat(frames, ignore_index=True)

@@ -1018,6 +1018,7 @@ def ground_truth(
     profile=None,
     seed: int = 0,
     device: str = "auto",
+    augment: str = "ch6",
     progress: bool = True,
 ) -> pd.DataFrame:
     """Fine-tune every source with every grid configuration (SGD, 6.4.2) and return one row per run.
@@ -1025,6 +1026,7 @@ def ground_truth(
     Early stopping watches the validation AUC and the epoch with the lowest validation loss is kept, as in
     6.4.2; :func:`select_ground_truth` then picks, per source, the run with the lowest validation loss (the
     rule of the thesis's published analysis). Every run is cached by :func:`cfct.train.finetune`.
+    ``augment`` is the :class:`cfct.data.BatchAugment` policy (``"ch6"``: the 6.4.2 augmentation).
     """
     from tqdm.auto import tqdm
 
@@ -1043,7 +1045,7 @@ def ground_truth(
             patience=patience,
             monitor="val_auc",
             select="val_loss",
-            augment="ch6",
+            augment=augment,
             seed=seed,
             device=device,
         )
@@ -1169,6 +1171,7 @@ def run_scenario(cfg, scenario: str = "dataset", *, store=None, progress: bool =
             profile=profile,
             seed=cfg.seed,
             device=cfg.device,
+            augment=cfg.get("augment", "ch6"),
             progress=progress,
         )
         best = select_ground_truth(log)

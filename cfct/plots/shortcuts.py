@@ -247,8 +247,6 @@ def robustness_curves(
             break
         handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(
-            handles, labels, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0)
-        )
+        fig.legend(handles, labels, loc="upper center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig

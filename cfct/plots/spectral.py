@@ -115,7 +115,8 @@ def psd_curves(
     return fig
 
 
-def artifact_gallery(clean: np.ndarray, modified: Mapping[str, np.ndarray], *, n: int = 4) -> Figure:
+def artifact_gallery(clean: np.ndarray, modified: Mapping[str, np.ndarray], *, n: int = 4,
+                     title: str = "") -> Figure:
     """Rows of example images: clean, each artifact, and the artifact's residual (modified - clean).
 
     Parameters
@@ -126,6 +127,8 @@ def artifact_gallery(clean: np.ndarray, modified: Mapping[str, np.ndarray], *, n
         Artifact name -> the same images with the artifact.
     n : int
         Images per row.
+    title : str
+        Figure title.
     """
     n = min(n, len(clean))
     rows = 1 + 2 * len(modified)
@@ -146,7 +149,9 @@ def artifact_gallery(clean: np.ndarray, modified: Mapping[str, np.ndarray], *, n
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
     return fig
 
 
@@ -194,7 +199,7 @@ def robustness(
             if i == 0:
                 ax.set_title((target_labels or {}).get(target, target), fontsize=10)
             if i == len(metrics) - 1:
-                ax.set_xlabel("degradation (share of positive training images with the artifact)")
+                ax.set_xlabel("degradation")
             if j == 0:
                 ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     axes[0, -1].legend(fontsize=8, loc="lower left")
@@ -234,8 +239,8 @@ def learning_priorities(
     """
     edited = dict(edited or {})
     n = len(columns)
-    fig, axes = plt.subplots(3, n, figsize=(3.3 * n, 8.2), squeeze=False,
-                             gridspec_kw={"height_ratios": [1.2, 1, 1]})
+    fig, axes = plt.subplots(3, n, figsize=(3.3 * n, 8.6), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.2, 1, 1], "hspace": 0.5, "wspace": 0.35})
     images = []
     for j, (target, role) in enumerate(columns):
         ax = axes[0, j]
