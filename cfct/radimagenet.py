@@ -10,11 +10,11 @@ as ``RadImageNet-ResNet50_notop.h5``. This module reads such a file with h5py (n
   variance (exact);
 - Keras's ResNet50 is ResNet v1 (the stride-2 of a stage sits on the block's first 1x1 conv); torchvision's is
   v1.5 (on the 3x3 conv). Same weights, different function: :func:`use_keras_strides` moves the strides, and
-  the file's metadata says it is needed (``cfct.stride_in_1x1 = "1"``);
+  the file's metadata says it is needed (``stride_in_1x1 = "1"``);
 - the thesis's code fed Keras ``imagenet_utils.preprocess_input`` images (BGR, 0-255, minus the ImageNet
   channel means, "caffe" mode). With ``preprocessing='caffe'`` that step is folded into ``conv1`` so the
   converted network takes RGB images normalised with ImageNet mean/std like any torchvision model (metadata
-  ``cfct.normalization = "imagenet"``); exact except at the border pixels where the two zero paddings differ
+  ``normalization = "imagenet"``); exact except at the border pixels where the two zero paddings differ
   by under one grey level.
 """
 
@@ -86,9 +86,7 @@ def read_keras_weights(path: str | Path) -> dict[str, np.ndarray]:
     try:
         handle = h5py.File(path, "r")
     except OSError as err:
-        raise IncompatibleError(
-            f"{path} is not an HDF5 file ({err}); expected a Keras .h5 weights file"
-        ) from err
+        raise IncompatibleError(f"{path} is not an HDF5 file ({err}); expected a Keras .h5 weights file") from err
     with handle as f:
         if "layers" in f and "vars" in str(list(f["layers"].keys())[:1]):
             raise IncompatibleError(f"{path} looks like a Keras 3 .weights.h5 file; save it as Keras 2 .h5")
@@ -198,9 +196,7 @@ def use_keras_strides(resnet: nn.Module) -> nn.Module:
     return resnet
 
 
-def convert_h5(
-    h5_path: str | Path, out_path: str | Path | None = None, *, preprocessing: str = "caffe"
-) -> Path:
+def convert_h5(h5_path: str | Path, out_path: str | Path | None = None, *, preprocessing: str = "caffe") -> Path:
     """Convert a Keras ResNet50 ``.h5`` (e.g. RadImageNet's) into a ``.safetensors`` file.
 
     Parameters
@@ -215,7 +211,7 @@ def convert_h5(
     Returns
     -------
     Path
-        The written file; its metadata records ``cfct.stride_in_1x1`` and ``cfct.normalization``.
+        The written file; its metadata records ``arch``, ``normalization`` and ``stride_in_1x1``.
     """
     from safetensors.torch import save_file
 
@@ -230,10 +226,11 @@ def convert_h5(
         state,
         str(tmp),
         metadata={
-            "cfct.source": f"keras:{h5_path.name}",
-            "cfct.arch": "resnet50",
-            "cfct.stride_in_1x1": "1",
-            "cfct.normalization": "imagenet" if preprocessing == "caffe" else "keras-caffe",
+            # keys cfct.zoo reads (arch, normalization), plus what zoo must apply after loading
+            "source": f"keras:{h5_path.name}",
+            "arch": "resnet50",
+            "normalization": "imagenet" if preprocessing == "caffe" else "keras-caffe",
+            "stride_in_1x1": "1",
         },
     )
     tmp.replace(out)

@@ -1076,6 +1076,8 @@ def frequency_shortcut_experiment(
     from cfct import train
 
     conf = artifact if isinstance(artifact, shortcuts.Confounder) else get_artifact(artifact)
+    if not sources:
+        raise ConfigError("frequency_shortcut_experiment needs at least one source (role -> spec)")
     if finetune is None:
         finetune = train.FinetuneConfig.thesis_ch3(monitor="val_auc", hflip=False)
     probe = probe_set(target, conf, size=size, n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction,

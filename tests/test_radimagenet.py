@@ -25,9 +25,7 @@ def _keras_weights(seed: int = 0) -> dict[str, np.ndarray]:
     out = {}
 
     def conv_bn(name: str, kh: int, cin: int, cout: int) -> None:
-        out[f"{name}_conv/kernel"] = rng.normal(
-            0, np.sqrt(2.0 / (kh * kh * cin)), (kh, kh, cin, cout)
-        ).astype("f4")
+        out[f"{name}_conv/kernel"] = rng.normal(0, np.sqrt(2.0 / (kh * kh * cin)), (kh, kh, cin, cout)).astype("f4")
         out[f"{name}_conv/bias"] = rng.normal(0, 0.1, cout).astype("f4")
         out[f"{name}_bn/gamma"] = rng.uniform(0.5, 1.0, cout).astype("f4")
         out[f"{name}_bn/beta"] = rng.normal(0, 0.1, cout).astype("f4")
@@ -129,9 +127,7 @@ def test_read_and_convert_layout(keras_file):
     np.testing.assert_allclose(
         state["bn1.running_mean"].numpy(), w["conv1_bn/moving_mean"] - w["conv1_conv/bias"], rtol=1e-6
     )
-    np.testing.assert_allclose(
-        state["bn1.running_var"].numpy(), w["conv1_bn/moving_variance"] + 1e-8, rtol=1e-6
-    )
+    np.testing.assert_allclose(state["bn1.running_var"].numpy(), w["conv1_bn/moving_variance"] + 1e-8, rtol=1e-6)
     assert "fc.weight" not in state
 
 
@@ -185,7 +181,7 @@ def test_convert_h5_writes_safetensors_with_metadata(keras_file, tmp_path):
     out = rin.convert_h5(path, tmp_path / "radimagenet.safetensors")
     with safe_open(str(out), "pt") as f:
         meta = f.metadata()
-        assert meta["cfct.stride_in_1x1"] == "1" and meta["cfct.normalization"] == "imagenet"
+        assert meta["stride_in_1x1"] == "1" and meta["normalization"] == "imagenet" and meta["arch"] == "resnet50"
         assert "layer4.2.bn3.running_var" in f.keys()
 
 
@@ -214,3 +210,22 @@ def test_errors(tmp_path):
         rin.convert_keras_resnet50(w, preprocessing="torch")
     with pytest.raises(IncompatibleError, match="not a torchvision-style ResNet"):
         rin.use_keras_strides(torch.nn.Linear(2, 2))
+
+
+def test_converted_file_loads_as_checkpoint_source(keras_file, tmp_path):
+    from cfct import zoo
+
+    path, w = keras_file
+    out = rin.convert_h5(path, tmp_path / "radimagenet.safetensors")
+    model = zoo.create(f"checkpoint:resnet50:{out}", 2, input_size=64, seed=0)
+    assert model.normalization == "imagenet"
+    rin.use_keras_strides(model.body)
+    model = model.double().eval()
+    rgb = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    mean = torch.tensor(rin.IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(rin.IMAGENET_STD, dtype=torch.float64).view(1, 3, 1, 1)
+    caffe = (255 * rgb).flip(1) - torch.tensor(rin.CAFFE_MEAN_BGR, dtype=torch.float64).view(1, 3, 1, 1)
+    with torch.no_grad():
+        ours, keras = model.features((rgb - mean) / std), _keras_forward(w, caffe)
+    # equal up to float32 weights and the border pixels where the two paddings differ (< 1 grey level)
+    assert ((ours - keras).norm() / keras.norm()).item() < 1e-2

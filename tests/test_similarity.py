@@ -16,16 +16,12 @@ from torch import nn
 from cfct import similarity as sim
 from cfct.errors import ConfigError, IncompatibleError
 
-_spec = importlib.util.spec_from_file_location(
-    "_svcca_reference", Path(__file__).with_name("_svcca_reference.py")
-)
+_spec = importlib.util.spec_from_file_location("_svcca_reference", Path(__file__).with_name("_svcca_reference.py"))
 reference = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(reference)
 
 
-def _correlated(
-    n: int, p: int, q: int, shared: int, noise: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _correlated(n: int, p: int, q: int, shared: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, shared))
     X = z @ rng.normal(size=(shared, p)) + noise * rng.normal(size=(n, p))
@@ -314,8 +310,13 @@ def test_resnet_stages_of_zoo_classifier_and_torchvision():
     assert list(stages) == list(sim.STAGES)
     assert stages["conv1"] is model.body.relu and stages["block4"] is model.body.layer4
     shapes = sim.layer_output_shapes(model, torch.zeros(1, 3, 28, 28), stages)
-    assert shapes == {"conv1": (64, 14, 14), "block1": (64, 7, 7), "block2": (128, 4, 4),
-                      "block3": (256, 2, 2), "block4": (512, 1, 1)}
+    assert shapes == {
+        "conv1": (64, 14, 14),
+        "block1": (64, 7, 7),
+        "block2": (128, 4, 4),
+        "block3": (256, 2, 2),
+        "block4": (512, 1, 1),
+    }
     assert sim.resnet_stages(torchvision.models.resnet50())["block4"] is not None
     with pytest.raises(IncompatibleError, match="no ResNet stem"):
         sim.resnet_stages(_Tiny(0))
@@ -334,8 +335,7 @@ def test_compare_layers_on_real_images_is_cached(mirror, tmp_path):
 
         return load
 
-    nets = {"a": sim.Network("r0", loader(0)), "b": sim.Network("r1", loader(1)),
-            "c": sim.Network("r0", loader(0))}
+    nets = {"a": sim.Network("r0", loader(0)), "b": sim.Network("r1", loader(1)), "c": sim.Network("r0", loader(0))}
     store = results.Store(tmp_path)
     kwargs = dict(stimuli_id=ds.fingerprint(), target_rows=2000, repeats=2, store=store, progress=False)
     df = sim.compare_layers(nets, [("a", "b"), ("a", "c")], ds.images, **kwargs)
