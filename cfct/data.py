@@ -812,8 +812,16 @@ def load_dataset(spec: str, size: int, split: str = "train", seed: int = 0) -> I
 
     Image folders are decoded fully into memory and cached as uint8 npz (not lazy: every consumer gets a
     plain array); folders above ``MAX_EAGER_IMAGES`` files must be cut with ``@n``.
+
+    A ``csv:`` folder without a ``split`` column has no official training split: as a pre-training source,
+    its ``'train'`` split is all of its images.
     """
-    return _load(parse_dataset(spec), size, split, seed)
+    t = parse_dataset(spec)
+    if t.kind == "csv" and split == "train":
+        labels_csv = _resolve_folder(t.arg, "csv") / "labels.csv"
+        if labels_csv.is_file() and "split" not in pd.read_csv(labels_csv, nrows=0).columns:
+            split = "all"
+    return _load(t, size, split, seed)
 
 
 def _load(t: TargetSpec, size: int, split: str, seed: int) -> ImageSet:

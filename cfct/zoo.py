@@ -454,6 +454,8 @@ class Classifier(nn.Module):
         self.input_size = int(input_size)
         self.feature_dim = FEATURE_DIMS[arch]
         self.num_source_classes: int | None = None
+        # Keras ResNet50 (v1) strides in the first 1x1 conv; set by create() for converted RadImageNet files.
+        self.stride_in_1x1 = False
         self._backbone_frozen = False
         self.body = _build_torchvision(arch, transform_input=self.transform_input)
         self.head = _new_head(self.feature_dim, num_classes)
@@ -564,6 +566,7 @@ class Classifier(nn.Module):
             "normalization": self.normalization,
             "spec": self.spec,
             "transform_input": "1" if self.transform_input else "0",
+            "stride_in_1x1": "1" if self.stride_in_1x1 else "0",
         }
 
 
@@ -1006,4 +1009,10 @@ def create(
     if num_classes is not None:
         model.replace_head(num_classes, seed=seed)
     model.num_source_classes = source_classes
+    if metadata.get("stride_in_1x1") == "1":
+        # A converted Keras ResNet50 (cfct.radimagenet) computes v1 ResNet: strides in the first 1x1 conv.
+        from cfct.radimagenet import use_keras_strides
+
+        use_keras_strides(model.body)
+        model.stride_in_1x1 = True
     return model

@@ -372,3 +372,12 @@ def test_fetch_file_sha256(mirror: Path, offline) -> None:
         data.fetch_file(f"nih-cxr14-sample/{rel}", "0" * 64)
     with pytest.raises(DataMissingError, match="nope.csv"):
         data.fetch_file("published/nope.csv", "0" * 64, url="https://example.org/nope.csv")
+
+
+def test_csv_folder_without_splits_pretrains_on_all_images() -> None:
+    # A csv folder has no official splits: as a pre-training source its 'train' split is every image,
+    # while as a target only 'all' exists (3.4.3 splits are drawn by cv_splits).
+    source = data.load_dataset("csv:nih-cxr14-sample", 28)
+    assert len(source) == 1000 and source.name.endswith(":all")
+    with pytest.raises(ConfigError, match="no official 'train' split"):
+        data.load_target("csv:nih-cxr14-sample", "train", 28)

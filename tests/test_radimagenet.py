@@ -219,7 +219,9 @@ def test_converted_file_loads_as_checkpoint_source(keras_file, tmp_path):
     out = rin.convert_h5(path, tmp_path / "radimagenet.safetensors")
     model = zoo.create(f"checkpoint:resnet50:{out}", 2, input_size=64, seed=0)
     assert model.normalization == "imagenet"
-    rin.use_keras_strides(model.body)
+    # zoo applies the Keras (v1) strides itself, from the file's metadata
+    assert model.stride_in_1x1 and model.body.layer2[0].conv1.stride == (2, 2)
+    assert model.metadata()["stride_in_1x1"] == "1"
     model = model.double().eval()
     rgb = torch.rand(1, 3, 64, 64, dtype=torch.float64)
     mean = torch.tensor(rin.IMAGENET_MEAN, dtype=torch.float64).view(1, 3, 1, 1)
