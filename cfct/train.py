@@ -25,6 +25,7 @@ its last finished epoch and gives the same result as an uninterrupted one (on th
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -451,6 +452,17 @@ def _state_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``load_state_dict`` of a plain tensor dict (a checkpoint file, a best-epoch copy).
+
+    Some torchvision modules (MNASNet) check the module versions a ``state_dict()`` carries in ``_metadata``;
+    a plain dict has none, so they are taken from the model itself.
+    """
+    target = collections.OrderedDict(state)
+    target._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    model.load_state_dict(target)
+
+
 def _save_atomic(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -499,7 +511,7 @@ def _fit(model: nn.Module, train: _Batches, val: _Batches | None, task: str, aug
         except Exception as exc:  # a checkpoint from another torch version, or damaged: start over
             warnings.warn(f"ignoring unreadable checkpoint {ckpt_path}: {exc}", stacklevel=2)
     if resumed is not None:
-        model.load_state_dict(resumed["model"])
+        _load_state(model, resumed["model"])
         g_shuffle.set_state(resumed["rng"]["shuffle"])
         g_augment.set_state(resumed["rng"]["augment"])
         torch.set_rng_state(resumed["rng"]["torch"])
@@ -598,7 +610,7 @@ def _fit(model: nn.Module, train: _Batches, val: _Batches | None, task: str, aug
         bar.close()
         # End of phase: restore the selected epoch's weights (the next phase starts from them).
         if best_state is not None:
-            model.load_state_dict(best_state)
+            _load_state(model, best_state)
         state["phase_best"].append(sel.epoch)
         state.update(phase=state["phase"] + 1, epoch=0, monitor=None, select=None)
         best_file, state["best_file"] = state["best_file"], None

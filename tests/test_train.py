@@ -228,6 +228,17 @@ def test_monitor_and_select_are_separate(tiny, tmp_path) -> None:
     assert res.metrics["val_loss"] == pytest.approx(hist["val_loss"].min(), rel=1e-6)
 
 
+@pytest.mark.parametrize("arch", ["mnasnet1_0", "shufflenetv2_x0_5"])
+def test_best_epoch_is_restored_for_versioned_torchvision_modules(arch: str, tiny, tmp_path) -> None:
+    """MNASNet checks module versions when loading a state dict: restoring the best epoch must still work."""
+    tr, va, te = tiny
+    cfg = train.FinetuneConfig(optimizer="adam", lr=1e-3, batch_size=32, max_epochs=2, patience=2, **CPU)
+    res = train.finetune(f"random:{arch}", tr, va, te, cfg, store=results.Store(tmp_path), progress=False)
+    assert 1 <= res.metrics["best_epoch"] <= 2
+    probs = train.predict(res.load_model(), te, device="cpu")
+    np.testing.assert_allclose(probs, res.test_probs, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------ errors
 
 
