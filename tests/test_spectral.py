@@ -3,6 +3,8 @@ priority, source edits and the NLM artifact. Each asserts a property a wrong imp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -342,8 +344,12 @@ def test_edited_source_pretrains_on_the_edited_images(mirror) -> None:
     spec = spectral.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
                                   progress=False)
     assert spec.startswith("checkpoint:resnet18:") and spec.endswith("model.safetensors")
-    run_config = results.Store().runs("pretrain")
-    folder = next(r.config["dataset"] for r in run_config if "spectrum-whiten" in r.config["dataset"])
+    # the pre-training run that wrote this checkpoint (the session store may hold other edited sources,
+    # e.g. a chapter's smoke run)
+    checkpoint = Path(spec.split(":", 2)[2]).resolve()
+    run = next(r for r in results.Store().runs("pretrain") if r.path.resolve() == checkpoint.parent)
+    folder = run.config["dataset"]
+    assert "spectrum-whiten" in folder
     seen = data.load_dataset(folder, 28)
     original = data.load_dataset("medmnist:breastmnist", 28)  # 546 images: under smoke's cap of 600
     order = np.argsort(original.labels, kind="stable")  # the image folder groups images by class
