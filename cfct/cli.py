@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from cfct.chapters import CHAPTERS
-from cfct.config import PROFILES
+from cfct.config import PROFILES, Param, Profile
 from cfct.errors import CfctError
 
 
-def _format_default(param, profile) -> str:  # noqa: ANN001 - small private helper
+def _format_default(param: Param, profile: Profile) -> str:
     if param.default is None and param.from_profile is not None:
         return f"{param.from_profile(profile)!r} (from profile)"
     return repr(param.default)

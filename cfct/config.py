@@ -183,7 +183,12 @@ class Param:
         if self.many:
             if isinstance(value, str):
                 items = [v.strip() for v in value.split(",") if v.strip()]
-                value = tuple(self.type(v) if self.type is not str else v for v in items)
+                try:
+                    value = tuple(self.type(v) if self.type is not str else v for v in items)
+                except ValueError:
+                    raise ConfigError(
+                        f"parameter {self.name!r} expects {self.describe_type()}, got {value!r}"
+                    ) from None
             elif isinstance(value, (list, tuple)):
                 value = tuple(value)
             else:

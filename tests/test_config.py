@@ -79,3 +79,10 @@ def test_every_chapter_has_the_common_parameters() -> None:
         names = [p.name for p in chapter.params]
         assert names[:3] == ["profile", "seed", "device"]
         assert len(names) == len(set(names)), f"duplicate parameter in {chapter.id}"
+
+
+def test_list_items_of_the_wrong_type_are_named() -> None:
+    p_arts = config.Param("p_arts", float, "0,1", many=True)
+    assert p_arts.validate("0, 0.5,1", config.get_profile("quick")) == (0.0, 0.5, 1.0)
+    with pytest.raises(ConfigError, match=r"'p_arts' expects list\[float\] \(comma-separated\), got '0,half'"):
+        p_arts.validate("0,half", config.get_profile("quick"))
