@@ -282,11 +282,6 @@ CHAPTERS: dict[str, Chapter] = {
 }
 
 
-def available_chapters() -> list[Chapter]:
-    """Chapters whose notebook exists in this checkout."""
-    return [c for c in CHAPTERS.values() if c.notebook.exists()]
-
-
 def get_chapter(name: str | int) -> Chapter:
     """A chapter by id, number (``3``, ``"03"``), or name without number (``"hidden_representations"``)."""
     text = str(name).strip().lower()

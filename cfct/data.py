@@ -53,7 +53,6 @@ __all__ = [
     "parse_target",
     "validate_target",
     "parse_dataset",
-    "validate_dataset",
     "medmnist_file",
     "load_target",
     "load_dataset",
@@ -339,14 +338,6 @@ def validate_target(spec: str) -> str:
     return t.spec
 
 
-def validate_dataset(spec: str) -> str:
-    """Check a pre-training dataset spec early and return its canonical form."""
-    t = parse_dataset(spec)
-    if t.kind in ("csv", "imagefolder"):
-        _resolve_folder(t.arg, t.kind)
-    return t.spec
-
-
 # ----------------------------------------------------------------------------------------------- hashes
 def _file_hash(path: Path, algo: str) -> str:
     """Hex digest of a file, remembered in ``$CFCT_DATA/cache/hashes.json`` by (path, size, mtime).
@@ -567,6 +558,25 @@ def _group_value(v: Any) -> str | None:
     return str(v)
 
 
+def _csv_files(folder: Path, names: Sequence[str], csv: Path) -> list[Path]:
+    """The image files named by ``labels.csv``, each checked to lie inside ``folder``.
+
+    A row may only name a file inside the folder: ``..`` segments, absolute paths and symlinks whose target
+    lies outside are refused before any file is opened (a row ``../../etc/passwd`` would otherwise be read).
+    """
+    root = folder.resolve()
+    files = []
+    for row, name in enumerate(names, start=2):  # line 1 of labels.csv is the header
+        path = (root / name).resolve()
+        if Path(name).is_absolute() or not path.is_relative_to(root):
+            raise ConfigError(
+                f"{csv} line {row}: filename {name!r} resolves to {path}, outside the folder {root}; "
+                "labels.csv may only name files inside its own folder"
+            )
+        files.append(root / name)
+    return files
+
+
 def _load_csv(arg: str, size: int, split: str) -> ImageSet:
     """A folder with ``labels.csv`` (``filename,label[,patient_id,sex,group,...]``)."""
     folder = _resolve_folder(arg, "csv")
@@ -588,7 +598,7 @@ def _load_csv(arg: str, size: int, split: str) -> ImageSet:
         )
     if not isinstance(size, int | np.integer) or size <= 0:
         raise ConfigError(f"image size must be a positive int; got {size!r}")
-    files = [folder / f for f in df["filename"].astype(str)]
+    files = _csv_files(folder, df["filename"].astype(str).tolist(), csv)
     absent = [f for f in files if not f.is_file()]
     if absent:
         raise DataMissingError(f"{len(absent)} image(s) listed in {csv} are missing, e.g. {absent[0]}")

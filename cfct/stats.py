@@ -1,11 +1,10 @@
-"""Statistics for comparing methods and runs: confidence intervals, permutation tests, rank correlation,
-per-target ranks, the Friedman test and the Nemenyi critical difference (thesis 6.3.1, 6.5.2).
+"""Statistics for comparing methods and runs: the AUC, confidence intervals, permutation tests, rank
+correlation, per-target ranks, the Friedman test and the Nemenyi critical difference (thesis 3.4.3, 6.3.1, 6.5.2).
 
 All functions take plain arrays / DataFrames and return plain numbers or DataFrames, so every chapter can use
-them. Library routines are used where they exist (``scipy.stats.weightedtau``,
-``scipy.stats.friedmanchisquare``,
-``scipy.stats.studentized_range``, ``scipy.stats.permutation_test``); this module adds argument checks and the
-conventions the thesis used.
+them. Library routines are used where they exist (``sklearn.metrics.roc_auc_score``, ``scipy.stats.weightedtau``,
+``scipy.stats.friedmanchisquare``, ``scipy.stats.studentized_range``, ``scipy.stats.permutation_test``); this
+module adds argument checks and the conventions the thesis used.
 """
 
 from __future__ import annotations
@@ -15,10 +14,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+from sklearn.metrics import roc_auc_score
 
-from cfct.errors import ConfigError
+from cfct.errors import ConfigError, IncompatibleError
 
 __all__ = [
+    "roc_auc",
     "permutation_test",
     "mean_ci",
     "weighted_tau",
@@ -28,6 +29,66 @@ __all__ = [
     "nemenyi_cd",
     "regression_band",
 ]
+
+
+def roc_auc(labels: Sequence | np.ndarray, probs: Sequence | np.ndarray) -> float:
+    """AUC of predicted probabilities: the thesis's transfer-performance measure (3.4.3, 6.4.2).
+
+    ``sklearn.metrics.roc_auc_score`` per class (binary: the positive class) after checks that name what is
+    wrong with the input.
+
+    Parameters
+    ----------
+    labels : array-like
+        ``(N,)`` class indices, or ``(N, K)`` 0/1 for multi-label.
+    probs : array-like
+        Binary: ``(N,)`` positive-class scores or ``(N, 2)`` probabilities (column 1 is the positive class);
+        multi-class: ``(N, C)``, scored one-vs-rest and macro-averaged (sklearn's ``multi_class='ovr'``);
+        multi-label: ``(N, K)``, macro-averaged over labels.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    IncompatibleError
+        Shape mismatch, non-finite scores, or a single class in ``labels`` (AUC is undefined).
+
+    Notes
+    -----
+    Where sklearn raises because a class (multi-class) or a label column (multi-label) has no positive or no
+    negative example, this function averages over the classes / labels where AUC is defined, so that a small
+    validation split does not abort a fine-tune; with every class present both agree.
+    """
+    y = np.asarray(labels)
+    p = np.asarray(probs, dtype=np.float64)
+    if len(y) != len(p):
+        raise IncompatibleError(f"roc_auc: {len(y)} labels but {len(p)} predictions")
+    if not np.isfinite(p).all():
+        raise IncompatibleError("roc_auc: predictions contain NaN or infinity (did training diverge?)")
+    if y.ndim == 2:  # multi-label
+        if p.shape != y.shape:
+            raise IncompatibleError(f"roc_auc: multi-label labels {y.shape} but predictions {p.shape}")
+        cols = [k for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
+        if not cols:
+            raise IncompatibleError("roc_auc: no label column has both positive and negative examples")
+        return float(np.mean([roc_auc_score(y[:, k] == 1, p[:, k]) for k in cols]))
+    y = y.reshape(-1)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise IncompatibleError(f"roc_auc: labels hold a single class ({present.tolist()}); AUC needs two")
+    if p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1):
+        if len(present) > 2:
+            raise IncompatibleError(f"roc_auc: 1-D scores need binary labels; got classes {present.tolist()}")
+        return float(roc_auc_score(y == present[1], p.reshape(-1)))
+    if p.ndim != 2:
+        raise IncompatibleError(f"roc_auc: predictions must be (N,) or (N, C); got {p.shape}")
+    if y.min() < 0 or y.max() >= p.shape[1]:
+        raise IncompatibleError(f"roc_auc: labels {present.tolist()} outside the {p.shape[1]} predicted classes")
+    if p.shape[1] == 2:
+        return float(roc_auc_score(y == 1, p[:, 1]))
+    return float(np.mean([roc_auc_score(y == c, p[:, c]) for c in present]))
 
 
 def _as_1d(values, name: str) -> np.ndarray:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import pandas as pd
 
-SOURCE = "Juodelyte (2024), From Cats to CTs, PhD thesis, ITU Copenhagen"
-
 # Table 3.2: mean AUC ± std (x100) over five folds, ResNet50, ImageNet vs RadImageNet vs random initialisation.
 _TABLE_3_2 = {
     #              ImageNet NoFreeze, Freeze   RadImageNet NoFreeze, Freeze   Random NoFreeze

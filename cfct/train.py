@@ -39,16 +39,15 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 from torch import nn
 from tqdm.auto import tqdm
 
-from cfct import data, results
+from cfct import data, results, stats
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
 
 __all__ = [
     "FinetuneConfig", "FinetuneResult", "OPTIMIZERS", "MONITORS", "FREEZE_STRATEGIES", "DEVICES",
-    "PRETRAIN_LR", "resolve_device", "roc_auc", "accuracy", "predict", "finetune", "finetune_config",
+    "PRETRAIN_LR", "resolve_device", "accuracy", "predict", "finetune", "finetune_config",
     "pretrain", "pretrain_config", "SOURCE_SEED",
 ]
 
@@ -202,75 +201,6 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 # ================================================================================ metrics
-def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve as the Mann-Whitney U statistic (ties count one half)."""
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    ranks = rankdata(scores)  # average ranks: tied scores contribute 1/2, as the ROC trapezoid does
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """AUC of predicted probabilities: the thesis's transfer-performance measure (3.4.3, 6.4.2).
-
-    Computed as the Mann-Whitney statistic :math:`P(s_+ > s_-) + \\tfrac12 P(s_+ = s_-)` on average ranks,
-    which equals the area under the ROC curve and ``sklearn.metrics.roc_auc_score``.
-
-    Parameters
-    ----------
-    labels : array-like
-        ``(N,)`` class indices, or ``(N, K)`` 0/1 for multi-label.
-    probs : array-like
-        Binary: ``(N,)`` positive-class scores or ``(N, 2)`` probabilities (column 1 is the positive class);
-        multi-class: ``(N, C)``, scored one-vs-rest and macro-averaged (sklearn's ``multi_class='ovr'``);
-        multi-label: ``(N, K)``, macro-averaged over labels.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    ValueError
-        Shape mismatch, non-finite scores, or a single class in ``labels`` (AUC is undefined).
-
-    Notes
-    -----
-    Where sklearn raises because a class (multi-class) or a label column (multi-label) has no positive or no
-    negative example, this function averages over the classes / labels where AUC is defined, so that a small
-    validation split does not abort a fine-tune; with every class present both agree.
-    """
-    y = np.asarray(labels)
-    p = np.asarray(probs, dtype=np.float64)
-    if len(y) != len(p):
-        raise IncompatibleError(f"roc_auc: {len(y)} labels but {len(p)} predictions")
-    if not np.isfinite(p).all():
-        raise IncompatibleError("roc_auc: predictions contain NaN or infinity (did training diverge?)")
-    if y.ndim == 2:  # multi-label
-        if p.shape != y.shape:
-            raise IncompatibleError(f"roc_auc: multi-label labels {y.shape} but predictions {p.shape}")
-        cols = [k for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
-        if not cols:
-            raise IncompatibleError("roc_auc: no label column has both positive and negative examples")
-        return float(np.mean([_binary_auc(y[:, k] == 1, p[:, k]) for k in cols]))
-    y = y.reshape(-1)
-    present = np.unique(y)
-    if len(present) < 2:
-        raise IncompatibleError(f"roc_auc: labels hold a single class ({present.tolist()}); AUC needs two")
-    if p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1):
-        if len(present) > 2:
-            raise IncompatibleError(f"roc_auc: 1-D scores need binary labels; got classes {present.tolist()}")
-        return _binary_auc(y == present[1], p.reshape(-1))
-    if p.ndim != 2:
-        raise IncompatibleError(f"roc_auc: predictions must be (N,) or (N, C); got {p.shape}")
-    if y.min() < 0 or y.max() >= p.shape[1]:
-        raise IncompatibleError(f"roc_auc: labels {present.tolist()} outside the {p.shape[1]} predicted "
-                                "classes")
-    if p.shape[1] == 2:
-        return _binary_auc(y == 1, p[:, 1])
-    return float(np.mean([_binary_auc(y == c, p[:, c]) for c in present]))
-
-
 def accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
     """Fraction of correct predictions: arg-max class, or threshold 0.5 for 1-D binary / multi-label scores
     (multi-label: mean over all image-label pairs)."""
@@ -583,7 +513,7 @@ def _fit(model: nn.Module, train: _Batches, val: _Batches | None, task: str, aug
                 labels = val.labels.cpu().numpy()
                 finite = np.isfinite(probs).all()
                 row["val_loss"] = val_loss
-                row["val_auc"] = roc_auc(labels, probs) if finite else math.nan
+                row["val_auc"] = stats.roc_auc(labels, probs) if finite else math.nan
                 row["val_acc"] = accuracy(labels, probs) if finite else math.nan
                 mon.update(row[plan.monitor], state["epoch"])
                 if sel.update(row[plan.select], state["epoch"]):
@@ -843,9 +773,9 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
         _cleanup(workdir)
         n_epochs = len(history)
         return {
-            "test_auc": safe(roc_auc, test_labels, test_probs),
+            "test_auc": safe(stats.roc_auc, test_labels, test_probs),
             "test_acc": safe(accuracy, test_labels, test_probs),
-            "test_loss": test_loss, "val_auc": safe(roc_auc, val_labels, val_probs),
+            "test_loss": test_loss, "val_auc": safe(stats.roc_auc, val_labels, val_probs),
             "val_loss": val_loss, "val_acc": safe(accuracy, val_labels, val_probs),
             "best_epoch": best_epoch, "epochs": n_epochs,
             "stopped_early": bool(n_epochs < cfg.max_epochs * len(plan.phases)),

@@ -539,11 +539,6 @@ class Classifier(nn.Module):
             p.requires_grad_(not frozen)
         self.train(self.training)
 
-    @property
-    def backbone_frozen(self) -> bool:
-        """Whether :meth:`freeze_backbone` froze the backbone."""
-        return self._backbone_frozen
-
     def train(self, mode: bool = True) -> Classifier:
         """Set training mode; a frozen backbone stays in eval mode (see :meth:`freeze_backbone`)."""
         super().train(mode)

@@ -15,6 +15,7 @@ import torch
 
 from cfct import data, shortcuts
 from cfct.errors import ConfigError
+from cfct.experiments import ch4
 
 RNG = np.random.default_rng(0)
 
@@ -305,7 +306,7 @@ def test_dev_splits_group_disjoint_with_both_classes() -> None:
 def test_confounded_sets_have_the_stated_composition(pneumonia: data.ImageSet) -> None:
     dev_idx, test_idx = shortcuts.split_dev_test(pneumonia.labels, n_dev=100, n_test=60, pos_fraction=0.3, seed=0)
     dev, test = pneumonia.subset(dev_idx), pneumonia.subset(test_idx)
-    sets = shortcuts.confounded_sets(dev, test, "tag", 0.5, seed=0)
+    sets = ch4.confounded_sets(dev, test, "tag", 0.5, seed=0)
     comp = sets.composition().set_index(["set", "class"])["with confounder"]
     assert comp[("dev", "positive")] == 15 and comp[("dev", "negative")] == 0
     assert comp[("iid", "positive")] == 9 and comp[("iid", "negative")] == 0
@@ -317,7 +318,7 @@ def test_confounded_sets_have_the_stated_composition(pneumonia: data.ImageSet) -
         sets.ood.images[:, box[0] : box[2], box[1] : box[3]] != test.images[:, box[0] : box[2], box[1] : box[3]]
     ).reshape(len(test), -1).any(axis=1).sum() == 42
     # p_art = 0 leaves the development set (and its fingerprint) untouched, so runs are shared.
-    zero = shortcuts.confounded_sets(dev, test, "tag", 0.0, seed=0)
+    zero = ch4.confounded_sets(dev, test, "tag", 0.0, seed=0)
     assert zero.dev.fingerprint() == dev.fingerprint()
 
 
@@ -326,10 +327,10 @@ def test_confounded_sets_are_cached(pneumonia: data.ImageSet) -> None:
 
     dev, test = pneumonia.subset(np.arange(0, 80)), pneumonia.subset(np.arange(80, 140))
     before = set(paths.cache_dir("shortcuts").glob("*.npz"))
-    a = shortcuts.confounded_sets(dev, test, "noise", 0.8, seed=4)
+    a = ch4.confounded_sets(dev, test, "noise", 0.8, seed=4)
     written = set(paths.cache_dir("shortcuts").glob("*.npz")) - before
     assert len(written) == 3  # dev, iid, ood
-    b = shortcuts.confounded_sets(dev, test, "noise", 0.8, seed=4)
+    b = ch4.confounded_sets(dev, test, "noise", 0.8, seed=4)
     assert set(paths.cache_dir("shortcuts").glob("*.npz")) - before == written
     np.testing.assert_array_equal(a.dev.images, b.dev.images)
     np.testing.assert_array_equal(a.ood.images, b.ood.images)
@@ -337,7 +338,7 @@ def test_confounded_sets_are_cached(pneumonia: data.ImageSet) -> None:
 
 def test_two_level_noise_treats_every_image(pneumonia: data.ImageSet) -> None:
     dev, test = pneumonia.subset(np.arange(0, 60)), pneumonia.subset(np.arange(60, 100))
-    sets = shortcuts.confounded_sets(dev, test, "noise-levels", 0.0, seed=0, cache=False)
+    sets = ch4.confounded_sets(dev, test, "noise-levels", 0.0, seed=0, cache=False)
     # p_art = 0: no image has the high noise level, yet every image got the base level.
     assert not sets.dev_artifact.any()
     assert (sets.dev.images != dev.images).reshape(60, -1).any(axis=1).mean() > 0.9
@@ -352,7 +353,7 @@ def test_permutation_floor_matches_the_thesis_bound() -> None:
         for k in range(5)
         for s, v in (("natural", 0.2 + 0.01 * k), ("medical", 0.6 + 0.01 * k))
     ]
-    table = shortcuts.compare_sources(pd.DataFrame(rows), n_resamples=100000)
+    table = ch4.compare_sources(pd.DataFrame(rows), n_resamples=100000)
     assert table["p_value"].iloc[0] == pytest.approx(2 / comb(10, 5), rel=1e-6)
     assert table["difference"].iloc[0] == pytest.approx(-0.4)
 
@@ -368,7 +369,7 @@ def test_summarize_gives_mean_and_ci() -> None:
             "iid_auc": [0.9, 0.9, 0.9],
         }
     )
-    s = shortcuts.summarize(df).set_index("metric")
+    s = ch4.summarize(df).set_index("metric")
     assert s.loc["ood_auc", "mean"] == pytest.approx(0.5)
     assert s.loc["ood_auc", "ci_low"] < 0.5 < s.loc["ood_auc", "ci_high"]
     assert s.loc["iid_auc", "ci_low"] == pytest.approx(0.9)
@@ -405,7 +406,7 @@ def test_robustness_experiment_runs_on_real_data(tmp_path) -> None:
     from cfct import results, train
 
     cfg = train.FinetuneConfig(lr=1e-3, max_epochs=1, patience=1, batch_size=32, hflip=False)
-    df = shortcuts.robustness_experiment(
+    df = ch4.robustness_experiment(
         "pneumoniamnist",
         "tag",
         {"random": "random:resnet18"},
@@ -425,7 +426,7 @@ def test_robustness_experiment_runs_on_real_data(tmp_path) -> None:
 
 
 def test_chapter_plan_and_sources() -> None:
-    plan = shortcuts.chapter_settings(
+    plan = ch4.chapter_settings(
         ["pneumoniamnist"],
         ["tag", "denoising"],
         sex_target="csv:nih-cxr14-sample",
@@ -438,13 +439,13 @@ def test_chapter_plan_and_sources() -> None:
     assert {(s.modality, s.contrast) for s in plan[3:]} == {
         (m, c) for m in ("X-ray", "CT") for c in ("noise vs no noise", "high vs low noise")
     }
-    src = shortcuts.sources_for("breastmnist", "resnet18")
+    src = ch4.sources_for("breastmnist", "resnet18")
     assert src == {
         "natural": "pretrained:resnet18:cifar10",
         "medical": "pretrained:resnet18:medmnist-lto:breastmnist",
         "random": "random:resnet18",
     }
-    assert shortcuts.sources_for("csv:nih-cxr14-sample", "resnet18")["medical"].endswith("medmnist-lto:breastmnist")
-    custom = shortcuts.sources_for("pneumoniamnist", "resnet50", medical="checkpoint:resnet50:/w/{target}.pt")
+    assert ch4.sources_for("csv:nih-cxr14-sample", "resnet18")["medical"].endswith("medmnist-lto:breastmnist")
+    custom = ch4.sources_for("pneumoniamnist", "resnet50", medical="checkpoint:resnet50:/w/{target}.pt")
     assert custom["medical"] == "checkpoint:resnet50:/w/pneumoniamnist.pt"
     assert shortcuts.positive_class("breastmnist") == 0 and shortcuts.positive_class("pneumoniamnist") == 1

@@ -15,6 +15,7 @@ from torch import nn
 
 from cfct import similarity as sim
 from cfct.errors import ConfigError, IncompatibleError
+from cfct.experiments import ch3
 
 _spec = importlib.util.spec_from_file_location("_svcca_reference", Path(__file__).with_name("_svcca_reference.py"))
 reference = importlib.util.module_from_spec(_spec)
@@ -335,10 +336,10 @@ def test_compare_layers_on_real_images_is_cached(mirror, tmp_path):
 
         return load
 
-    nets = {"a": sim.Network("r0", loader(0)), "b": sim.Network("r1", loader(1)), "c": sim.Network("r0", loader(0))}
+    nets = {"a": ch3.Network("r0", loader(0)), "b": ch3.Network("r1", loader(1)), "c": ch3.Network("r0", loader(0))}
     store = results.Store(tmp_path)
     kwargs = dict(stimuli_id=ds.fingerprint(), target_rows=2000, repeats=2, store=store, progress=False)
-    df = sim.compare_layers(nets, [("a", "b"), ("a", "c")], ds.images, **kwargs)
+    df = ch3.compare_layers(nets, [("a", "b"), ("a", "c")], ds.images, **kwargs)
     assert len(loads) == 3
     assert set(df.layer) == set(sim.STAGES) and set(df.measure) == {"cca", "cka"}
     same = df[(df.b == "c")]
@@ -346,12 +347,12 @@ def test_compare_layers_on_real_images_is_cached(mirror, tmp_path):
     other = df[(df.b == "b") & (df.measure == "cca")].groupby("layer").value.mean()
     assert (other < 0.95).all()
     assert df[df.layer == "block4"].rows.iloc[0] == len(ds)  # 1x1 maps: all 156 images, fewer than 20,000 rows
-    again = sim.compare_layers(nets, [("a", "b"), ("a", "c")], ds.images, **kwargs)
+    again = ch3.compare_layers(nets, [("a", "b"), ("a", "c")], ds.images, **kwargs)
     assert len(loads) == 3  # cached: no network loaded again
     pd_equal = np.allclose(again.value.to_numpy(), df.value.to_numpy())
     assert pd_equal
     with pytest.raises(ConfigError, match="unknown network 'z'"):
-        sim.compare_layers(nets, [("a", "z")], ds.images, **kwargs)
+        ch3.compare_layers(nets, [("a", "z")], ds.images, **kwargs)
 
 
 def test_gabor_bank_and_likeness():

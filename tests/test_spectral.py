@@ -12,8 +12,9 @@ from scipy import ndimage
 from skimage import data as skdata
 from torch import nn
 
-from cfct import shortcuts, spectral
+from cfct import spectral
 from cfct.errors import ConfigError, IncompatibleError
+from cfct.experiments import ch4, ch5
 
 
 def _wave(size: int, u: int, v: int, phase: float = 0.3) -> np.ndarray:
@@ -302,23 +303,23 @@ def test_nlm_denoise_removes_noise_and_keeps_shape() -> None:
 # ------------------------------------------------------------------------------------- experiment layer
 def test_balanced_sizes_cap_at_the_pools_known_counts(mirror) -> None:
     # BreastMNIST: 147 malignant (positive) training images, 42 malignant test images
-    assert spectral.balanced_sizes("breastmnist", 28, 500, 1000) == (294, 84)
-    assert spectral.balanced_sizes("breastmnist", 28, 100, 60) == (100, 60)
-    n_dev, n_test = spectral.balanced_sizes("csv:iqothnccd-lung-ct", 28, 100, 2000)
+    assert ch5.balanced_sizes("breastmnist", 28, 500, 1000) == (294, 84)
+    assert ch5.balanced_sizes("breastmnist", 28, 100, 60) == (100, 60)
+    n_dev, n_test = ch5.balanced_sizes("csv:iqothnccd-lung-ct", 28, 100, 2000)
     # one pool of 405 normal and 650 lesion slices: 0.9 * 810 = 729 balanced images in all
     assert n_dev == 100 and n_test == 629
 
 
 def test_nlm_artifact_builds_chapter4_sets_with_stated_composition(mirror) -> None:
     artifact = spectral.get_artifact("nlm-denoising")
-    sets = shortcuts.experiment_sets("breastmnist", artifact, 0.5, size=28, n_dev=60, n_test=40,
+    sets = ch4.experiment_sets("breastmnist", artifact, 0.5, size=28, n_dev=60, n_test=40,
                                      pos_fraction=0.5, seed=0, cache=False)
     comp = sets.composition().set_index(["set", "class"])
     assert comp.loc[("dev", "positive"), "with confounder"] == 15  # half of the 30 positives
     assert comp.loc[("dev", "negative"), "with confounder"] == 0
     assert comp.loc[("ood", "negative"), "with confounder"] == 20  # every negative
     assert comp.loc[("ood", "positive"), "with confounder"] == 0
-    clean = spectral.probe_set("breastmnist", artifact, size=28, n_dev=60, n_test=40)
+    clean = ch5.probe_set("breastmnist", artifact, size=28, n_dev=60, n_test=40)
     changed = np.any(sets.ood.images != clean.images, axis=(1, 2, 3))
     np.testing.assert_array_equal(changed, sets.ood_artifact)  # NLM changed exactly the flagged images
     np.testing.assert_array_equal(sets.ood.images[changed], spectral.nlm_denoise(clean.images[changed]))
@@ -330,7 +331,7 @@ def test_write_image_folder_round_trip(tmp_path) -> None:
     from cfct import data
 
     ds = spectral.coarse_merge(_fake_cifar(3))
-    root = spectral.write_image_folder(ds, tmp_path / "edited")
+    root = ch5.write_image_folder(ds, tmp_path / "edited")
     back = data.load_dataset(f"imagefolder:{root}", 32)
     order = np.argsort(ds.labels, kind="stable")  # class folders, then file order = original order per class
     np.testing.assert_array_equal(back.labels, ds.labels[order])
@@ -341,7 +342,7 @@ def test_write_image_folder_round_trip(tmp_path) -> None:
 def test_edited_source_pretrains_on_the_edited_images(mirror) -> None:
     from cfct import data, results, zoo
 
-    spec = spectral.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
+    spec = ch5.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
                                   progress=False)
     assert spec.startswith("checkpoint:resnet18:") and spec.endswith("model.safetensors")
     # the pre-training run that wrote this checkpoint (the session store may hold other edited sources,
@@ -356,10 +357,10 @@ def test_edited_source_pretrains_on_the_edited_images(mirror) -> None:
     np.testing.assert_array_equal(seen.images, spectral.spectrum_whiten_source(original).images[order])
     model = zoo.create(spec, None, input_size=28)
     assert model.num_classes == 2
-    assert spectral.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
+    assert ch5.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
                                   progress=False) == spec  # cached: the same checkpoint
     with pytest.raises(ConfigError, match="needs a 'pretrained:<arch>:<dataset>' source"):
-        spectral.edited_spec("random:resnet18", "spectrum-whiten")
+        ch5.edited_spec("random:resnet18", "spectrum-whiten")
 
 
 def test_centroid_and_overlap_known_values() -> None:
@@ -380,11 +381,11 @@ def test_summarize_and_robustness_table() -> None:
         "ood_auc": [0.9, 0.8, 0.5, 0.3, 0.8, 0.8, 0.7, 0.7],
         "iid_auc": [0.9, 0.8, 1.0, 1.0, 0.8, 0.8, 0.9, 0.9],
     })
-    summary = spectral.summarize(table)
+    summary = ch5.summarize(table)
     pick = (summary.source == "a") & (summary.degradation == 1) & (summary.metric == "ood_auc")
     row = summary[pick].iloc[0]
     assert row["mean"] == pytest.approx(0.4) and row["std"] == pytest.approx(np.std([0.5, 0.3], ddof=1))
-    robust = spectral.robustness_table(summary).set_index("source")
+    robust = ch5.robustness_table(summary).set_index("source")
     assert robust.loc["a", "ood_drop"] == pytest.approx(0.45)
     assert robust.loc["b", "ood_auc_mean_degraded"] == pytest.approx(0.7)
     assert robust.loc["a", "iid_auc_max"] == pytest.approx(1.0)

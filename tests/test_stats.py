@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
+from scipy.stats import rankdata
 
 from cfct import stats
+from cfct.errors import IncompatibleError
 
 
 def test_mean_ci_matches_student_t():
@@ -96,3 +98,57 @@ def test_regression_band_contains_fit_and_narrows_at_centre():
     assert slope == pytest.approx(np.polyfit(x, y, 1)[0])
     with pytest.raises(ValueError, match="constant"):
         stats.regression_band([1, 1, 1], [1, 2, 3])
+
+
+# ------------------------------------------------------------------------------------------ AUC
+def _mann_whitney_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Independent reference: P(s+ > s-) + P(s+ = s-) / 2 from average ranks."""
+    n_pos = int(positive.sum())
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(positive) - n_pos)))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_roc_auc_binary_equals_mann_whitney_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    probs = np.round(_softmax(rng.normal(size=(300, 2)) + y[:, None] * [0, 0.8]), 2)  # ties count one half
+    expected = _mann_whitney_auc(y == 1, probs[:, 1])
+    assert stats.roc_auc(y, probs) == pytest.approx(expected, abs=1e-12)
+    assert stats.roc_auc(y, probs[:, 1]) == pytest.approx(expected, abs=1e-12)
+    assert 0.5 < expected < 1.0
+
+
+def test_roc_auc_multiclass_and_multilabel_macro() -> None:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 400)
+    probs = _softmax(rng.normal(size=(400, 3)) + np.eye(3)[y])
+    expected = np.mean([_mann_whitney_auc(y == c, probs[:, c]) for c in range(3)])
+    assert stats.roc_auc(y, probs) == pytest.approx(expected, abs=1e-12)
+    # A class absent from a small split: averaged over the classes where AUC is defined (sklearn raises).
+    keep = y != 2
+    expected = np.mean([_mann_whitney_auc(y[keep] == c, probs[keep, c]) for c in (0, 1)])
+    assert stats.roc_auc(y[keep], probs[keep]) == pytest.approx(expected, abs=1e-12)
+    labels = rng.integers(0, 2, (250, 4))
+    labels[:, 3] = 1  # a column with no negative example is skipped
+    scores = rng.random((250, 4))
+    expected = np.mean([_mann_whitney_auc(labels[:, k] == 1, scores[:, k]) for k in range(3)])
+    assert stats.roc_auc(labels, scores) == pytest.approx(expected, abs=1e-12)
+
+
+def test_roc_auc_known_values_and_errors() -> None:
+    assert stats.roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert stats.roc_auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+    with pytest.raises(IncompatibleError, match="single class"):
+        stats.roc_auc([1, 1, 1], [0.2, 0.5, 0.9])
+    with pytest.raises(IncompatibleError, match="NaN"):
+        stats.roc_auc([0, 1], [np.nan, 0.5])
+    with pytest.raises(IncompatibleError, match="3 labels but 2"):
+        stats.roc_auc([0, 1, 1], [0.1, 0.2])
+    with pytest.raises(IncompatibleError, match="outside the 2 predicted classes"):
+        stats.roc_auc([0, 1, 2], np.full((3, 2), 0.5))

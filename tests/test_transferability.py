@@ -9,7 +9,10 @@ import torch
 from scipy import optimize
 from torch import nn
 
+from cfct import config
 from cfct import transferability as tr
+from cfct.chapters import get_chapter
+from cfct.experiments import ch6
 
 
 def _clusters(n_per_class=20, n_classes=3, dim=8, sep=6.0, seed=0):
@@ -272,17 +275,19 @@ def test_sfda_solve_equals_the_generalised_eigen_route():
 
 
 def test_hyperparameter_grid_and_table_6_1():
-    grid = tr.hyperparameter_grid("breastmnist", [0.1, 0.01], [0.0], [0.9, 0.0], [0])
+    grid = ch6.hyperparameter_grid("breastmnist", [0.1, 0.01], [0.0], [0.9, 0.0], [0])
     assert len(grid) == 2 * 1 * 2 * 2
     assert {g["batch_size"] for g in grid} == {32, 64}  # Table 6.1
-    full = tr.hyperparameter_grid("pathmnist", *tr.PAPER_GRID.values(), [0])
+    paper = config.get_profile("paper")
+    grid = {p.name: p.validate(None, paper) for p in get_chapter("6").params if p.name.startswith("grid_")}
+    full = ch6.hyperparameter_grid("pathmnist", grid["grid_lr"], grid["grid_weight_decay"], grid["grid_momentum"], [0])
     assert len(full) == 120  # 6 learning rates x 5 weight decays x 2 momenta x 2 batch sizes (6.4.2)
     with pytest.raises(ValueError, match="Table 6.1"):
-        tr.hyperparameter_grid("csv:nih-cxr14-sample", [0.1], [0.0], [0.9], [0])
+        ch6.hyperparameter_grid("csv:nih-cxr14-sample", [0.1], [0.0], [0.9], [0])
 
 
 def test_expand_sources_and_labels():
-    specs = tr.expand_sources(
+    specs = ch6.expand_sources(
         [
             "random:{arch}",
             "pretrained:{arch}:medmnist-lto:{target}",
@@ -296,15 +301,15 @@ def test_expand_sources_and_labels():
         "pretrained:resnet18:medmnist-lto:breastmnist",
         "pretrained:resnet18:medmnist:pneumoniamnist@300",
     ]
-    assert tr.expand_sources(
+    assert ch6.expand_sources(
         ["pretrained:{arch}:medmnist:{other}"], "pneumoniamnist", ["pneumoniamnist"]
     ) == ["pretrained:resnet18:medmnist:breastmnist"]
-    assert tr.source_label(specs[1]) == "MedMNIST without breastmnist (LTO)"
-    assert tr.source_label(specs[0]) == "random init"
+    assert ch6.source_label(specs[1]) == "MedMNIST without breastmnist (LTO)"
+    assert ch6.source_label(specs[0]) == "random init"
     from cfct.errors import ConfigError
 
     with pytest.raises(ConfigError):
-        tr.expand_sources(["nonsense:{arch}"], "breastmnist", ["breastmnist"])
+        ch6.expand_sources(["nonsense:{arch}"], "breastmnist", ["breastmnist"])
 
 
 def test_select_ground_truth_uses_lowest_validation_loss():
@@ -315,4 +320,4 @@ def test_select_ground_truth_uses_lowest_validation_loss():
             "test_auc": [0.9, 0.8, 0.99, 0.6],
         }
     )
-    assert tr.select_ground_truth(runs).to_dict() == {"a": 0.8, "b": 0.6}
+    assert ch6.select_ground_truth(runs).to_dict() == {"a": 0.8, "b": 0.6}

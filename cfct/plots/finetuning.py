@@ -20,7 +20,7 @@ def transfer_auc_figure(
     Parameters
     ----------
     table : DataFrame
-        :func:`cfct.transfer.matrix_table` output (target, fold, source, strategy, test_auc).
+        :func:`cfct.experiments.transfer.matrix_table` output (target, fold, source, strategy, test_auc).
     published : DataFrame, optional
         :func:`cfct.thesis.table_3_2` (AUC x 100), drawn as black diamonds labelled "thesis (published)".
     published_target_of : dict, optional

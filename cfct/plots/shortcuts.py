@@ -13,6 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
+from cfct.shortcuts import CONFOUNDER_LABELS, MICCAT
+
 #: Colours per source role, fixed so every figure of the chapter reads the same way.
 SOURCE_COLORS = {"natural": "#d95f02", "medical": "#1b9e77", "random": "#7570b3"}
 _METRIC_LABELS = {"ood_auc": "o.o.d. AUC", "iid_auc": "i.i.d. AUC"}
@@ -65,7 +67,6 @@ def miccat_figure(categories: Sequence | None = None, *, figsize: tuple[float, f
     figsize : (float, float)
         Figure size in inches.
     """
-    from cfct.shortcuts import CONFOUNDER_LABELS, MICCAT
 
     cats = list(categories if categories is not None else MICCAT)
     fig, ax = plt.subplots(figsize=figsize)
@@ -202,7 +203,7 @@ def robustness_curves(
     ----------
     summary : DataFrame
         Long table with columns ``p_art``, ``source``, ``mean``, ``ci_low``, ``ci_high`` and the ``row`` and
-        ``col`` keys (e.g. from :func:`cfct.shortcuts.summarize`). Rows / columns appear in table order.
+        ``col`` keys (e.g. from :func:`cfct.experiments.ch4.summarize`). Rows / columns appear in table order.
     row, col : str
         Columns whose values index the panel rows and columns (Fig. 4.3: ``metric`` x ``setting``; Fig. 4.4:
         ``modality`` x ``contrast``).

@@ -16,7 +16,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from cfct.errors import ConfigError  # noqa: E402
-from cfct.similarity import PAIR_LABELS, PAIRS_A, PAIRS_B, STAGES  # noqa: E402
+from cfct.experiments.ch3 import PAIR_LABELS, PAIRS_A, PAIRS_B  # noqa: E402
+from cfct.similarity import STAGES  # noqa: E402
 
 MEASURE_LABELS = {"cca": "CCA similarity (Eq. 3.1)", "svcca": "SVCCA similarity", "cka": "linear CKA"}
 

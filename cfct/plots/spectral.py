@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cfct.plots.shortcuts import SOURCE_COLORS as _CH4_COLORS
+from cfct.spectral import radial_psd
 
 #: Colours per source role (Chapter 4's for the shared roles); edited sources share their original's colour
 #: and are drawn dotted (Fig. 5.4).
@@ -51,7 +52,6 @@ def psd_example(image: np.ndarray, k: int | None = None, *, title: str = "") -> 
     k : int, optional
         Radial frequency to highlight (default: a quarter of the band).
     """
-    from cfct.spectral import radial_psd
 
     img = np.asarray(image, dtype=float)
     psd = radial_psd(img)
@@ -168,7 +168,7 @@ def robustness(
     Parameters
     ----------
     summary : DataFrame
-        From :func:`cfct.spectral.summarize`: ``target, source, degradation, metric, mean, std, n``.
+        From :func:`cfct.experiments.ch5.summarize`: ``target, source, degradation, metric, mean, std, n``.
     metrics : sequence
         One row of panels per metric (Fig. 5.2: o.o.d. on top, i.i.d. below; Fig. 5.4: o.o.d. only).
     targets, sources : sequence, optional
@@ -229,7 +229,7 @@ def learning_priorities(
     pretrained : DataFrame
         ``target, source, psd`` (one row per bin, in order) of the sources before fine-tuning.
     finetuned : DataFrame
-        :attr:`cfct.spectral.ShortcutRuns.priorities` rows: ``target, source, degradation, fold, k, psd``.
+        :attr:`cfct.experiments.ch5.ShortcutRuns.priorities` rows: ``target, source, degradation, fold, k, psd``.
     artifacts : mapping
         Target -> artifact PSD.
     columns : sequence of (target, role)

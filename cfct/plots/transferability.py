@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from cfct import stats
+
 METHOD_LABELS = {
     "logme": "LogME",
     "parc": "PARC",
@@ -75,7 +77,6 @@ def score_vs_auc(
 ) -> Figure:
     """Ground-truth AUC (x) against each method's score (y), one row per target and one column per method,
     with the least-squares line and its 95% confidence band (Figure 6.5)."""
-    from cfct import stats
 
     targets = list(targets) if targets is not None else list(truth.columns)
     methods = list(scores)

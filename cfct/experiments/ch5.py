@@ -1,0 +1,436 @@
+"""Chapter 5 experiment: frequency shortcuts, learning priority of sources and fine-tuned models, edited sources."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
+from cfct import data, paths, results, shortcuts, stats, train, zoo
+from cfct.data import ImageSet
+from cfct.errors import ConfigError, unknown_choice
+from cfct.experiments import ch4
+from cfct.spectral import (
+    SOURCE_EDITS,
+    _check_imageset,
+    edit_source,
+    get_artifact,
+    learning_priority,
+    normalize_psd,
+    normalized_frequencies,
+    spectral_centroid,
+    spectral_overlap,
+)
+
+
+def write_image_folder(ds: ImageSet, root: Path) -> Path:
+    """Write an ImageSet as an image-folder tree (``root/<NN>-<class>/<i>.png``, lossless), atomically.
+
+    ``cfct.data.load_dataset('imagefolder:<root>')`` reads it back with the same labels (class folders sort in
+    label order). A finished tree holds a ``DONE`` marker with the set's fingerprint and is not rewritten.
+    """
+    from PIL import Image
+
+    _check_imageset(ds)
+    root = Path(root)
+    done = root / "DONE"
+    if done.exists():
+        return root
+    tmp = root.with_name(root.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    safe = ["".join(ch if ch.isalnum() else "_" for ch in name) for name in ds.class_names]
+    for k, name in enumerate(safe):
+        (tmp / f"{k:03d}-{name}").mkdir(parents=True)
+    labels = np.asarray(ds.labels).reshape(-1)
+    for i, (image, label) in enumerate(zip(ds.images, labels, strict=True)):
+        pixels = image[..., 0] if image.shape[-1] == 1 else image
+        Image.fromarray(pixels).save(tmp / f"{int(label):03d}-{safe[int(label)]}" / f"{i:06d}.png")
+    (tmp / "DONE").write_text(ds.fingerprint())
+    if root.exists():
+        shutil.rmtree(root)
+    os.replace(tmp, root)
+    return root
+
+
+def edited_source(
+    arch: str,
+    dataset: str,
+    edit: str,
+    *,
+    profile: Any = None,
+    store: Any = None,
+    progress: bool = True,
+    **edit_params: Any,
+) -> str:
+    """Pre-train ``arch`` on an edited copy of a source dataset (5.2.4) and return its source spec.
+
+    The edited source sees exactly the images the unedited ``pretrained:<arch>:<dataset>`` source sees (same
+    profile settings: image size, seeded subsample, epochs, batch size, learning rate), each edited by
+    :func:`edit_source`. The edited images are written once as an image folder under
+    ``$CFCT_DATA/spectral/`` and pre-trained with :func:`cfct.train.pretrain` (cached in the results store).
+
+    Parameters
+    ----------
+    arch : str
+        Architecture.
+    dataset : str
+        Dataset spec of the unedited source (``'cifar10'``, ``'medmnist-lto:breastmnist'``, ...).
+    edit : str
+        Key of :data:`SOURCE_EDITS`.
+    profile : str or Profile, optional
+        Profile fixing the pre-training settings (as for the unedited source).
+    store : cfct.results.Store, optional
+    progress : bool
+    **edit_params
+        Parameters of the edit (e.g. ``cutoff`` for ``'lowpass-coarse'``).
+
+    Returns
+    -------
+    str
+        ``checkpoint:<arch>:<path of the pre-trained weights>``: a spec every fine-tune accepts; its cache
+        key is the checkpoint's SHA-256.
+    """
+
+    if edit not in SOURCE_EDITS:
+        raise unknown_choice("source edit", edit, SOURCE_EDITS)
+    settings = zoo.pretrain_settings(dataset, profile=profile, seed=train.SOURCE_SEED)
+    config = {"version": 1, "dataset": dataset, "edit": edit, "params": edit_params,
+              "image_size": settings["image_size"], "max_images": settings["max_images"],
+              "seed": settings["seed"]}
+    root = paths.cache_dir("spectral") / f"{edit}-{results.config_hash(config)}"
+    if not (root / "DONE").exists():
+        ds = data.load_dataset(dataset, settings["image_size"], split="train", seed=settings["seed"])
+        max_images = settings["max_images"]
+        if max_images is not None and len(ds) > max_images:  # the subsample train.pretrain would draw
+            ds = ds.subset(data.stratified_subsample(ds.labels, int(max_images), settings["seed"]))
+        write_image_folder(edit_source(ds, edit, **edit_params), root)
+    run = train.pretrain(arch, f"imagefolder:{root}", **{**settings, "max_images": None}, store=store,
+                         progress=progress)
+    return f"checkpoint:{arch}:{run.file('model.safetensors')}"
+
+
+def _priority_run(store: Any, model_key: Mapping[str, Any], ds: ImageSet, labels: str, n_images: int,
+                  load_model: Callable[[], nn.Module], device: str) -> np.ndarray:
+
+    store = store if store is not None else results.default_store()
+    subset = ds if len(ds) <= n_images else ds.subset(np.arange(n_images))
+    key = {"version": 1, "model": dict(model_key), "data": subset.fingerprint(), "name": subset.name,
+           "labels": labels}
+
+    def compute(workdir: Path) -> dict[str, Any]:
+        psd = learning_priority(load_model(), subset, labels=labels, device=device)
+        results.save_arrays(workdir, psd=psd)
+        return {"n_images": len(subset), "total": float(psd.sum())}
+
+    return store.cached("learning-priority", key, compute).array("psd")
+
+
+def source_priority(spec: str, ds: ImageSet, *, n_images: int = 128, profile: Any = None, store: Any = None,
+                    device: str = "auto") -> np.ndarray:
+    """Learning priority of a source model before fine-tuning (Fig. 5.3, top row), cached.
+
+    The source's own head knows none of the target's classes, so the loss is taken against the model's own
+    predicted class (``labels='predicted'``); ``random:`` sources get a seeded two-class head. Every source
+    is probed on the same target images, so differences between curves come from the models alone.
+    """
+
+    size = int(ds.images.shape[1])
+    kind = zoo.parse_spec(spec).kind
+
+    def load() -> nn.Module:
+        classes = 2 if kind == "random" else None
+        return zoo.create(spec, classes, input_size=size, store=store, profile=profile, seed=0)
+
+    model_key = {"source": zoo.source_config(spec, profile=profile, seed=0), "input_size": size}
+    return _priority_run(store, model_key, ds, "predicted", n_images, load, device)
+
+
+def finetuned_priority(result: Any, ds: ImageSet, *, n_images: int = 128, store: Any = None,
+                       device: str = "auto") -> np.ndarray:
+    """Learning priority of a fine-tuned model (a :class:`cfct.train.FinetuneResult`) on labelled images."""
+    return _priority_run(store, {"finetune": result.run.key}, ds, "true", n_images, result.load_model, device)
+
+
+@dataclasses.dataclass
+class ShortcutRuns:
+    """Outcome of :func:`frequency_shortcut_experiment`.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per (degradation, fold, source): ``iid_auc``, ``ood_auc``, ``val_auc``, epochs, seconds.
+    priorities : DataFrame
+        One row per (degradation, fold, source, radial bin): ``k``, ``omega`` (normalised frequency) and
+        ``psd`` (learning priority of the fine-tuned model on the clean probe images).
+    probe : ImageSet
+        The clean test images the learning priorities are measured on.
+    """
+
+    table: pd.DataFrame
+    priorities: pd.DataFrame
+    probe: Any
+
+
+def frequency_shortcut_experiment(
+    target: str,
+    artifact: str | shortcuts.Confounder,
+    sources: Mapping[str, str],
+    *,
+    degradations: tuple[float, ...] = shortcuts.P_ART_LEVELS,
+    folds: int = 5,
+    size: int = 28,
+    n_dev: int = 250,
+    n_test: int = 200,
+    pos_fraction: float = 0.5,
+    val_fraction: float = 0.15,
+    finetune: Any = None,
+    priority_images: int = 128,
+    seed: int = 0,
+    store: Any = None,
+    profile: Any = None,
+    progress: bool = True,
+) -> ShortcutRuns:
+    """Fine-tune every source at every degradation and fold; o.o.d. / i.i.d. AUC and learning priorities.
+
+    "Degradation" (5.1.2) is the fraction of positive training images carrying the artifact; the o.o.d. test
+    set carries it in every negative and no positive, the i.i.d. test set is drawn like the training set.
+    The sets, folds, fine-tunes and o.o.d. evaluations are Chapter 4's
+    (:func:`cfct.experiments.ch4.experiment_sets`, :func:`~cfct.shortcuts.dev_splits`, :func:`cfct.train.finetune`,
+    :func:`~cfct.experiments.ch4.evaluate_ood`), so a run both chapters need (the same target, artifact and
+    settings) is computed once. Each fine-tuned model's learning priority is then measured on the same clean
+    test images (:func:`finetuned_priority`).
+
+    Parameters
+    ----------
+    target : str
+        Binary target spec.
+    artifact : str or Confounder
+        Key of :data:`ARTIFACTS` (or any image confounder of Chapter 4).
+    sources : mapping of str to str
+        Role -> source spec (e.g. natural, medical, random, and the edited sources of 5.2.4).
+    degradations : tuple of float
+        Fractions of positive training images with the artifact.
+    folds : int
+        Train/validation splits of the development set (thesis: 5).
+    size : int
+        Image side in px.
+    n_dev, n_test : int
+        Development (train + validation) and test set sizes.
+    pos_fraction : float
+        Share of positives in every set.
+    val_fraction : float
+        Validation share of the development set.
+    finetune : cfct.train.FinetuneConfig, optional
+        Default: the 3.4.2 protocol with validation-AUC early stopping and no flips.
+    priority_images : int
+        Clean test images the learning priorities are averaged over.
+    seed : int
+    store : cfct.results.Store, optional
+    profile : Profile or str, optional
+        Profile fixing the pre-training of ``pretrained:`` sources.
+    progress : bool
+
+    Returns
+    -------
+    ShortcutRuns
+    """
+
+    conf = artifact if isinstance(artifact, shortcuts.Confounder) else get_artifact(artifact)
+    if not sources:
+        raise ConfigError("frequency_shortcut_experiment needs at least one source (role -> spec)")
+    if finetune is None:
+        finetune = train.FinetuneConfig.thesis_ch3(monitor="val_auc", hflip=False)
+    probe = probe_set(target, conf, size=size, n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction,
+                      seed=seed)
+    n_bins = size // 2
+    plan = [(p, k, role) for p in degradations for k in range(int(folds)) for role in sources]
+    rows, curves = [], []
+    bar = tqdm(total=len(plan), desc=f"{target} / {conf.name}", disable=not progress)
+    for p in degradations:
+        sets = ch4.experiment_sets(target, conf, p, size=size, n_dev=n_dev, n_test=n_test,
+                                         pos_fraction=pos_fraction, seed=seed)
+        splits = shortcuts.dev_splits(sets.dev.labels, k=folds, val_fraction=val_fraction,
+                                      groups=sets.dev.groups, seed=seed)
+        for k, (tr, va) in enumerate(splits):
+            cfg = dataclasses.replace(finetune, seed=finetune.seed + k)
+            for role, spec in sources.items():
+                bar.set_postfix_str(f"degradation={p:g} fold={k} {role}")
+                res = train.finetune(spec, sets.dev.subset(tr), sets.dev.subset(va), sets.iid, cfg,
+                                     store=store, profile=profile, progress=False)
+                ood_probs = ch4.evaluate_ood(res, sets.ood, store=store, device=cfg.device)
+                psd = finetuned_priority(res, probe, n_images=priority_images, store=store, device=cfg.device)
+                rows.append({
+                    "target": target, "artifact": conf.name, "source": role, "spec": spec,
+                    "degradation": float(p), "fold": k,
+                    "iid_auc": float(res.metrics["test_auc"]),
+                    "ood_auc": stats.roc_auc(np.asarray(sets.ood.labels), ood_probs),
+                    "val_auc": float(res.metrics["val_auc"]),
+                    "epochs": int(res.metrics["epochs"]), "seconds": float(res.metrics["seconds"]),
+                    "n_train": len(tr), "n_val": len(va), "n_test": len(sets.iid),
+                })
+                curves.append(pd.DataFrame({
+                    "target": target, "artifact": conf.name, "source": role, "degradation": float(p),
+                    "fold": k, "k": np.arange(n_bins), "omega": normalized_frequencies(n_bins), "psd": psd,
+                }))
+                bar.update()
+    bar.close()
+    return ShortcutRuns(pd.DataFrame(rows), pd.concat(curves, ignore_index=True), probe)
+
+
+def probe_set(target: str, artifact: str | shortcuts.Confounder, *, size: int, n_dev: int, n_test: int,
+              pos_fraction: float = 0.5, seed: int = 0) -> ImageSet:
+    """The clean test set of a target (the i.i.d. set at degradation 0), on which every model's learning
+    priority and the artifact's PSD are measured."""
+    conf = artifact if isinstance(artifact, shortcuts.Confounder) else get_artifact(artifact)
+    return ch4.experiment_sets(target, conf, 0.0, size=size, n_dev=n_dev, n_test=n_test,
+                                     pos_fraction=pos_fraction, seed=seed).iid
+
+
+def summarize(table: pd.DataFrame, metrics: tuple[str, ...] = ("ood_auc", "iid_auc"),
+              keys: tuple[str, ...] = ("target", "source", "degradation")) -> pd.DataFrame:
+    """Mean and standard deviation over folds (as Figs. 5.2 and 5.4 plot), long format per metric."""
+    long = table.melt(id_vars=list(keys) + ["fold"], value_vars=list(metrics), var_name="metric")
+    grouped = long.groupby(list(keys) + ["metric"], sort=False)["value"]
+    out = grouped.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count")
+    return out.reset_index()
+
+
+def balanced_sizes(target: str, size: int, n_dev: int, n_test: int, *,
+                   pos_fraction: float = 0.5) -> tuple[int, int]:
+    """Development and test set sizes capped to what a target's pools hold at ``pos_fraction`` positives.
+
+    BreastMNIST's official test split, for instance, has 42 malignant images, so a balanced test set holds at
+    most 84. A single-pool (``csv:``) target is split by group, so 10 % of its smaller class is kept in
+    reserve for the group-disjoint draw; the test set shrinks first.
+    """
+    def cap(labels: np.ndarray) -> int:
+        positive = shortcuts.positive_class(target)
+        n_pos = int(np.sum(np.asarray(labels) == positive))
+        n_neg = len(labels) - n_pos
+        return int(min(n_pos / pos_fraction, n_neg / (1 - pos_fraction)))
+
+    dev_pool, test_pool = ch4.load_pools(target, size)
+    if test_pool is not None:
+        return min(int(n_dev), cap(dev_pool.labels)), min(int(n_test), cap(test_pool.labels))
+    total = int(0.9 * cap(dev_pool.labels))
+    n_dev = min(int(n_dev), total // 2)
+    return n_dev, min(int(n_test), total - n_dev)
+
+
+def source_dataset(spec: str, *, n: int = 2000, profile: Any = None, seed: int = 0) -> ImageSet | None:
+    """A seeded, stratified sample of the images a ``pretrained:`` source is pre-trained on (None for
+    ``random:``, ``imagenet:`` and ``checkpoint:`` sources, whose data cfct does not hold)."""
+
+    src = zoo.parse_spec(spec)
+    if src.kind != "pretrained":
+        return None
+    size = zoo.pretrain_settings(src.arg, profile=profile, seed=seed)["image_size"]
+    ds = data.load_dataset(src.arg, size, split="train", seed=seed)
+    return ds if len(ds) <= n else ds.subset(data.stratified_subsample(ds.labels, int(n), seed))
+
+
+def edited_spec(spec: str, edit: str, *, profile: Any = None, store: Any = None, progress: bool = True,
+                **edit_params: Any) -> str:
+    """:func:`edited_source` for a ``pretrained:<arch>:<dataset>`` spec: the spec of its edited twin.
+
+    Raises
+    ------
+    ConfigError
+        For sources whose images cfct does not hold (``imagenet:``, ``checkpoint:``, ``random:``): editing
+        needs the source data. With internet, pre-train on a local ImageNet copy
+        (``pretrained:<arch>:imagefolder:<path>``) to edit it.
+    """
+
+    src = zoo.parse_spec(spec)
+    if src.kind != "pretrained":
+        raise ConfigError(
+            f"cannot edit {spec!r}: source editing (5.2.4) re-pre-trains on edited source images, so it "
+            "needs a 'pretrained:<arch>:<dataset>' source (pretrained:resnet50:imagefolder:<ImageNet copy>)"
+        )
+    return edited_source(src.arch, src.arg, edit, profile=profile, store=store, progress=progress,
+                         **edit_params)
+
+
+def priority_table(probes: Mapping[str, ImageSet], sources: Mapping[str, str], *, n_images: int = 128,
+                   profile: Any = None, store: Any = None, device: str = "auto") -> pd.DataFrame:
+    """Learning priorities of pre-trained sources (:func:`source_priority`) on each target's probe images.
+
+    Returns
+    -------
+    DataFrame
+        ``target, source, k, omega, psd``: one row per radial bin.
+    """
+    frames = []
+    for target, probe in probes.items():
+        for role, spec in sources.items():
+            psd = source_priority(spec, probe, n_images=n_images, profile=profile, store=store, device=device)
+            frames.append(pd.DataFrame({"target": target, "source": role, "k": np.arange(len(psd)),
+                                        "omega": normalized_frequencies(len(psd)), "psd": psd}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def robustness_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per target and source: AUC without the shortcut (degradation 0) and with it everywhere (the largest
+    degradation), o.o.d. and i.i.d., and the o.o.d. drop between them (from :func:`summarize`)."""
+    rows = []
+    for (target, role), d in summary.groupby(["target", "source"], sort=False):
+        lo, hi = d["degradation"].min(), d["degradation"].max()
+
+        def at(level: float, metric: str, frame: pd.DataFrame = d) -> float:
+            v = frame[(frame["degradation"] == level) & (frame["metric"] == metric)]["mean"]
+            return float(v.iloc[0]) if len(v) else float("nan")
+
+        ood = d[(d["metric"] == "ood_auc") & (d["degradation"] > lo)]["mean"]
+        rows.append({"target": target, "source": role, "ood_auc_clean": at(lo, "ood_auc"),
+                     "ood_auc_max": at(hi, "ood_auc"), "ood_auc_mean_degraded": float(ood.mean()),
+                     "iid_auc_max": at(hi, "iid_auc"), "ood_drop": at(lo, "ood_auc") - at(hi, "ood_auc")})
+    return pd.DataFrame(rows)
+
+
+def priority_shift(pretrained: pd.DataFrame, finetuned: pd.DataFrame) -> pd.DataFrame:
+    """How much fine-tuning moves a learning priority (5.2.2).
+
+    Per target and source: the spectral centroid (:func:`spectral_centroid`) before and after fine-tuning
+    (mean over folds and degradations) and the correlation of the log-densities of the two curves (1 = same
+    shape).
+    """
+    rows = []
+    for (target, role), d in finetuned.groupby(["target", "source"], sort=False):
+        pre = pretrained[(pretrained["target"] == target) & (pretrained["source"] == role)]
+        if pre.empty:
+            continue
+        after = d.groupby("k")["psd"].mean().to_numpy()
+        before = pre.sort_values("k")["psd"].to_numpy()
+        corr = float(np.corrcoef(np.log(normalize_psd(before)), np.log(normalize_psd(after)))[0, 1])
+        rows.append({"target": target, "source": role, "centroid_pretrained": spectral_centroid(before),
+                     "centroid_finetuned": spectral_centroid(after), "log_psd_correlation": corr})
+    return pd.DataFrame(rows)
+
+
+def overlap_table(pretrained: pd.DataFrame, artifacts: Mapping[str, np.ndarray],
+                  robustness: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Overlap (:func:`spectral_overlap`) of each source's learning priority with the target's artifact PSD,
+    next to the source's robustness (5.2.3) when a :func:`robustness_table` is given."""
+    rows = []
+    for (target, role), d in pretrained.groupby(["target", "source"], sort=False):
+        if target not in artifacts:
+            continue
+        row = {"target": target, "source": role,
+               "overlap": spectral_overlap(d.sort_values("k")["psd"].to_numpy(), artifacts[target]),
+               "centroid": spectral_centroid(d.sort_values("k")["psd"].to_numpy()),
+               "artifact_centroid": spectral_centroid(artifacts[target])}
+        if robustness is not None:
+            r = robustness[(robustness["target"] == target) & (robustness["source"] == role)]
+            if len(r):
+                row["ood_auc_mean_degraded"] = float(r["ood_auc_mean_degraded"].iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
