@@ -185,6 +185,32 @@ def test_csv_iqothnccd_mixed_sizes_and_singleton_groups() -> None:
     assert len(grouped) == 99 and len(set(ds.groups)) == 99 + 1055 - 279
 
 
+@pytest.mark.parametrize("row", ["../outside.png", "ABSOLUTE", "link.png", "sub/../../outside.png"])
+def test_csv_rows_outside_the_folder_are_refused_before_reading(
+    row: str, tmp_path: Path, mirror: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pngs = sorted((mirror / "nih-cxr14-sample" / "images").glob("*.png"))[:3]
+    folder = tmp_path / "cases"
+    folder.mkdir()
+    shutil.copy(pngs[0], folder / "a.png")
+    shutil.copy(pngs[1], folder / "b.png")
+    shutil.copy(pngs[2], tmp_path / "outside.png")  # a readable image outside the folder
+    (folder / "link.png").symlink_to(tmp_path / "outside.png")
+    (folder / "inner.png").symlink_to(folder / "a.png")  # a link that stays inside is fine
+    name = str(tmp_path / "outside.png") if row == "ABSOLUTE" else row
+    (folder / "labels.csv").write_text(f"filename,label\na.png,0\ninner.png,0\nb.png,1\n{name},1\n")
+
+    def no_read(*args, **kwargs):
+        raise AssertionError("an image was read before the rows were checked")
+
+    monkeypatch.setattr(data, "_decode_many", no_read)
+    with pytest.raises(ConfigError, match=f"labels.csv line 5: filename '{name}'.*outside the folder"):
+        data.load_target(f"csv:{folder}", "all", 28)
+    (folder / "labels.csv").write_text("filename,label\na.png,0\ninner.png,0\nb.png,1\n")
+    monkeypatch.undo()
+    assert len(data.load_target(f"csv:{folder}", "all", 28)) == 3
+
+
 # ------------------------------------------------------------------------------------------------ natural
 @pytest.fixture()
 def cifar_cut(fake_mirror: Path, mirror: Path) -> Path:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from cfct import data, results, train, zoo
-from cfct.stats import roc_auc
 from cfct.errors import ConfigError, IncompatibleError
+from cfct.stats import roc_auc
 
 # ------------------------------------------------------------------------------------------ metrics
 
