@@ -1,6 +1,6 @@
 """Throughput of cfct's fine-tuning loop against a plain per-sample torchvision DataLoader loop.
 
-Both loops train the same ResNet18 (``zoo.create('random:resnet18')``, Adam, batch 64, softmax cross-entropy;
+Both loops train the same ResNet18 (``sources.create('random:resnet18')``, Adam, batch 64, softmax cross-entropy;
 forward + backward + step) on the same real images (PneumoniaMNIST train split at 28 px) with the same
 augmentation (3.4.1's 'ch3' policy without horizontal flips, as for a chest target) and normalisation:
 
@@ -35,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from cfct import data, train, zoo
+from cfct import data, sources, train
 
 BATCH = 64
 LR = 1e-3
@@ -99,7 +99,7 @@ def run_cfct(model: torch.nn.Module, ds: data.ImageSet, *, device: torch.device,
 def cpu_comparison(ds: data.ImageSet, rounds: int, workers: list[int], bf16: bool) -> None:
     print(f"CPU, resnet18, {len(ds)} PneumoniaMNIST images at {ds.images.shape[1]} px, batch {BATCH}, "
           f"torch threads {torch.get_num_threads()}, 'ch3' augmentation (no flips)")
-    model = zoo.create("random:resnet18", 2, input_size=28, seed=0)
+    model = sources.create("random:resnet18", 2, input_size=28, seed=0)
     loaders = {w: DataLoader(PerSample(ds, baseline_transform()), batch_size=BATCH, shuffle=True,
                              num_workers=w, persistent_workers=w > 0, drop_last=True) for w in workers}
     # warm-up: oneDNN builds its kernels for each new shape on first use
@@ -131,7 +131,7 @@ def gpu_comparison(ds: data.ImageSet, rounds: int) -> None:
     print(f"\nCUDA ({torch.cuda.get_device_name(device)}), resnet50 at 224 px (PneumoniaMNIST resized on the "
           f"GPU), batch {BATCH}")
     for amp, cl in ((False, False), (True, True)):
-        model = zoo.create("random:resnet50", 2, input_size=224, seed=0).to(device)
+        model = sources.create("random:resnet50", 2, input_size=224, seed=0).to(device)
         run_cfct(model, ds.subset(np.arange(4 * BATCH)), device=device, input_size=224, amp=amp,
                  channels_last=cl, seed=0)  # warm-up (cudnn autotuning)
         v = [run_cfct(model, ds, device=device, input_size=224, amp=amp, channels_last=cl, seed=r)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cfct import spectral, zoo
+from cfct import sources, spectral
 
 
 def _time(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
         print(f"radial PSD, 10,000 images at 64 px, {label}: {seconds:.2f} s")
 
     for size in (28, 64):
-        model = zoo.create("random:resnet18", num_classes=2, input_size=size, seed=0)
+        model = sources.create("random:resnet18", num_classes=2, input_size=size, seed=0)
         x = torch.rand(1_000, 3, size, size)
         y = torch.randint(0, 2, (1_000,))
         lp = _time(lambda m=model, a=x, b=y: spectral.learning_priority(m, (a, b), device="cpu"), repeat=1)

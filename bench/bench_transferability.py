@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from cfct import sources
 from cfct import transferability as tr
 
 
@@ -78,9 +79,8 @@ def main() -> None:
         )
     print(f"NCA sklearn / torch time ratio: {quality['sklearn'][0] / quality['torch'][0]:.1f}x")
 
-    from cfct import zoo
 
-    model = zoo.create("random:resnet18", num_classes=10, input_size=28)
+    model = sources.create("random:resnet18", num_classes=10, input_size=28)
     images = rng.integers(0, 256, (y.size, 28, 28, 1), dtype=np.uint8)
     for nb in (1, 6):
         sec, s = _timed(lambda nb=nb: tr.feature_update_score(model, images, y, n_batches=nb), args.repeats)

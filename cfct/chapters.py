@@ -7,11 +7,22 @@ parameters declared here (a test checks it), so ``cfct list`` and ``cfct run -p`
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cfct.config import COMMON_PARAMS, Param, Profile
-from cfct.errors import unknown_choice
+from cfct import data, shortcuts, sources, zoo
+from cfct.config import (
+    COMMON_PARAMS,
+    DEFAULT_PROFILE,
+    ChapterConfig,
+    Param,
+    Profile,
+    by_profile,
+    get_profile,
+)
+from cfct.errors import ConfigError, unknown_choice
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHAPTER_DIR = REPO_ROOT / "chapters"
@@ -19,23 +30,18 @@ CHAPTER_DIR = REPO_ROOT / "chapters"
 
 def check_target(spec: str) -> None:
     """Raise a ConfigError listing valid targets when ``spec`` is not one."""
-    from cfct import data
-
     data.parse_target(spec)
 
 
 def check_source(spec: str) -> None:
     """Raise a ConfigError listing valid kinds/architectures when ``spec`` is not a source spec."""
-    from cfct import zoo
-
-    zoo.parse_spec(spec)
+    sources.parse_spec(spec)
 
 
 def check_arch(name: str) -> None:
-    from cfct import zoo
-
-    if name not in zoo.ARCHITECTURES:
-        raise unknown_choice("architecture", name, zoo.ARCHITECTURES)
+    """Raise a ConfigError listing the registered architectures when ``name`` is not one."""
+    if name not in zoo.architectures():
+        raise unknown_choice("architecture", name, zoo.architectures())
 
 
 def _natural(profile: Profile) -> str:
@@ -91,33 +97,23 @@ _CH3 = (
     Param("folds", int, None, "cross-validation folds (3.4.3)", from_profile=lambda p: p.folds),
     # quick: 8 epochs on at most 300 images per fold keeps the 3.5.1 matrix (2 targets x 3 folds x 5 runs)
     # within about 3 minutes on 2 CPU cores.
-    Param("epochs", int, None, "maximum fine-tuning epochs",
-          from_profile=lambda p: 8 if p.name == "quick" else p.finetune_epochs),
+    Param("epochs", int, None, "maximum fine-tuning epochs", from_profile=by_profile(smoke=2, quick=8, paper=200)),
     Param("patience", int, None, "early-stopping patience (epochs)", from_profile=lambda p: p.patience),
     Param("lr", float, None, "Adam learning rate (thesis: 1e-5 at 224 px for 200 epochs)",
-          from_profile=lambda p: 1e-5 if p.name == "paper" else 1e-3),
+          from_profile=by_profile(smoke=1e-3, quick=1e-3, paper=1e-5)),
     Param("max_train_images", int, None, "cap on training images per fold (0: all)",
-          from_profile=lambda p: 300 if p.name == "quick" else p.max_train_images or 0),
+          from_profile=by_profile(smoke=160, quick=300, paper=0)),
     # <!-- ch3-helper: parameters below -->
 )
 
 # --------------------------------------------------------------------------------------------------
 # Chapter 4 (ch4 helper owns this block)
-def _ch4(quick: Any, smoke: Any, paper: Any) -> Any:
-    """Profile-dependent default of a Chapter 4 parameter (quick also covers unknown profiles)."""
-    return lambda p: smoke if p.name == "smoke" else paper if p.name == "paper" else quick
-
-
 def _check_p_art(value: float) -> None:
-    from cfct.errors import ConfigError
-
     if not 0.0 <= value <= 1.0:
         raise ConfigError(f"p_art levels must lie in [0, 1]; got {value}")
 
 
 def _check_confounder(name: str) -> None:
-    from cfct import shortcuts
-
     if shortcuts.get_confounder(name).kind != "image":
         raise unknown_choice("image confounder", name, [k for k, c in shortcuts.CONFOUNDERS.items()
                                                         if c.kind == "image"])
@@ -126,7 +122,7 @@ def _check_confounder(name: str) -> None:
 _CH4: tuple[Param, ...] = (
     Param("targets", str, None, "targets of the tag and denoising experiments (Fig. 4.3 left, middle)",
           many=True, check=check_target,
-          from_profile=_ch4("pneumoniamnist", "pneumoniamnist", "pneumoniamnist,breastmnist")),
+          from_profile=by_profile(smoke="pneumoniamnist", quick="pneumoniamnist", paper="pneumoniamnist,breastmnist")),
     Param("confounders", str, "tag,denoising", "synthetic confounders of Fig. 4.3 (tag, denoising, ...)",
           many=True, check=_check_confounder),
     Param("noise_target", str, "pneumoniamnist", "X-ray target of Fig. 4.4 (noise; high vs low noise)",
@@ -142,30 +138,35 @@ _CH4: tuple[Param, ...] = (
     Param("arch", str, None, "architecture of the random-initialisation baseline",
           from_profile=lambda p: p.arch, check=check_arch),
     Param("p_arts", float, None, "correlation levels p_art (4.2.2)", many=True,
-          check=_check_p_art, from_profile=_ch4("0,0.1,0.2,0.5,0.8,1", "0,1", "0,0.1,0.2,0.5,0.8,1")),
+          check=_check_p_art, from_profile=by_profile(
+              smoke="0,1",
+              quick="0,0.1,0.2,0.5,0.8,1",
+              paper="0,0.1,0.2,0.5,0.8,1")),
     Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
     Param("folds", int, None, "train/val splits of each development set (thesis: 5)",
-          from_profile=_ch4(1, 1, 5)),
+          from_profile=by_profile(smoke=1, quick=1, paper=5)),
     Param("n_dev", int, None, "development set size, train + val (Table 4.1: 248-500)",
-          from_profile=_ch4(100, 40, 400)),
-    Param("n_test", int, None, "test set size (Table 4.1: 83-1710)", from_profile=_ch4(100, 40, 400)),
-    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=_ch4(4, 1, 200)),
-    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=_ch4(4, 1, 30)),
+          from_profile=by_profile(smoke=40, quick=100, paper=400)),
+    Param("n_test", int, None, "test set size (Table 4.1: 83-1710)", from_profile=by_profile(
+            smoke=40,
+            quick=100,
+            paper=400)),
+    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=by_profile(
+            smoke=1,
+            quick=4,
+            paper=200)),
+    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=by_profile(
+            smoke=1,
+            quick=4,
+            paper=30)),
     Param("lr", float, None, "Adam learning rate (thesis: 1e-5 for up to 200 epochs)",
-          from_profile=lambda p: 1e-5 if p.name == "paper" else 1e-3),
+          from_profile=by_profile(smoke=1e-3, quick=1e-3, paper=1e-5)),
 )
 
 # --------------------------------------------------------------------------------------------------
 # Chapter 5 (ch5 helper owns this block)
-def _ch5(quick: Any, smoke: Any, paper: Any) -> Any:
-    """Profile-dependent default of a Chapter 5 parameter (quick also covers unknown profiles)."""
-    return lambda p: smoke if p.name == "smoke" else paper if p.name == "paper" else quick
-
-
 def _check_fraction(name: str) -> Any:
     def check(value: float) -> None:
-        from cfct.errors import ConfigError
-
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must lie in [0, 1]; got {value}")
 
@@ -174,8 +175,6 @@ def _check_fraction(name: str) -> Any:
 
 def _check_positive(name: str) -> Any:
     def check(value: float) -> None:
-        from cfct.errors import ConfigError
-
         if not value > 0:
             raise ConfigError(f"{name} must be > 0; got {value}")
 
@@ -197,20 +196,26 @@ _CH5: tuple[Param, ...] = (
           from_profile=lambda p: p.arch, check=check_arch),
     Param("degradations", float, None, "shares of positive training images with the artifact (5.1.2)",
           many=True, check=_check_fraction("degradation"),
-          from_profile=_ch5("0,0.1,0.2,0.5,0.8,1", "0,1", "0,0.1,0.2,0.5,0.8,1")),
+          from_profile=by_profile(smoke="0,1", quick="0,0.1,0.2,0.5,0.8,1", paper="0,0.1,0.2,0.5,0.8,1")),
     Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
     Param("folds", int, None, "train/val splits of each development set (thesis: 5)",
-          from_profile=_ch5(1, 1, 5)),
+          from_profile=by_profile(smoke=1, quick=1, paper=5)),
     Param("n_dev", int, None, "development set size, train + val (thesis: 375 + 125)",
-          from_profile=_ch5(100, 40, 500)),
+          from_profile=by_profile(smoke=40, quick=100, paper=500)),
     Param("n_test", int, None, "test set size, capped at what a target's test pool holds (thesis: ~1000)",
-          from_profile=_ch5(100, 40, 1000)),
-    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=_ch5(4, 1, 200)),
-    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=_ch5(4, 1, 30)),
+          from_profile=by_profile(smoke=40, quick=100, paper=1000)),
+    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=by_profile(
+            smoke=1,
+            quick=4,
+            paper=200)),
+    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=by_profile(
+            smoke=1,
+            quick=4,
+            paper=30)),
     Param("lr", float, None, "Adam learning rate (thesis: 1e-5 for up to 200 epochs)",
-          from_profile=lambda p: 1e-5 if p.name == "paper" else 1e-3),
+          from_profile=by_profile(smoke=1e-3, quick=1e-3, paper=1e-5)),
     Param("priority_images", int, None, "clean test images each learning priority is averaged over",
-          from_profile=_ch5(64, 32, 500)),
+          from_profile=by_profile(smoke=32, quick=64, paper=500)),
     Param("lowpass_cutoff", float, 0.5, "low-pass cutoff of the natural-source edit (normalised frequency)",
           check=_check_fraction("lowpass_cutoff")),
     Param("nlm_strength", float, 2.0, "NLM filter strength h / (0.8 sigma)",
@@ -221,10 +226,6 @@ _CH5: tuple[Param, ...] = (
 
 # --------------------------------------------------------------------------------------------------
 # Chapter 6 (ch6 helper owns this block)
-def _by_profile(smoke, quick, paper):
-    return lambda p: {"smoke": smoke, "quick": quick, "paper": paper}[p.name]
-
-
 # Offline zoo: natural (CIFAR-10 and a size variant), leave-target-out MedMNIST (shared with Chapter 3), another
 # MedMNIST dataset at two sizes, random initialisation. With internet add imagenet:{arch} and checkpoint: sources.
 _CH6_SOURCES = ("random:{arch},pretrained:{arch}:cifar10,pretrained:{arch}:cifar10@1000,"
@@ -232,40 +233,51 @@ _CH6_SOURCES = ("random:{arch},pretrained:{arch}:cifar10,pretrained:{arch}:cifar
                 "pretrained:{arch}:medmnist:{other}@300")
 _CH6: tuple[Param, ...] = (
     Param("targets", str, None, "MedMNIST target flags (6.4.1)", many=True, check=check_target,
-          from_profile=_by_profile("breastmnist", "breastmnist,pneumoniamnist", "breastmnist,pneumoniamnist")),
+          from_profile=by_profile(
+              smoke="breastmnist",
+              quick="breastmnist,pneumoniamnist",
+              paper="breastmnist,pneumoniamnist")),
     Param("sources", str, None,
           "candidate sources of the dataset scenario; {target}, {other} (the next target) and {arch} are "
           "filled in per target", many=True,
-          from_profile=_by_profile("random:{arch},pretrained:{arch}:cifar10@300,"
-                                   "pretrained:{arch}:medmnist-lto:{target},pretrained:{arch}:medmnist:{other}@300",
-                                   _CH6_SOURCES, _CH6_SOURCES)),
+          from_profile=by_profile(
+              smoke="random:{arch},pretrained:{arch}:cifar10@300,"
+                    "pretrained:{arch}:medmnist-lto:{target},pretrained:{arch}:medmnist:{other}@300",
+              quick=_CH6_SOURCES,
+              paper=_CH6_SOURCES)),
     Param("archs", str, None, "architectures of the model scenario", many=True, check=check_arch,
-          from_profile=_by_profile("resnet18,mobilenetv3_small,shufflenetv2_x0_5",
-                                   "resnet18,mobilenetv3_small,shufflenetv2_x0_5,mnasnet1_0",
-                                   "resnet18,densenet121,efficientnetv2_s,mobilenetv3_small,googlenet,"
-                                   "mnasnet1_0,vgg11,convnext_tiny,shufflenetv2_x0_5")),
+          from_profile=by_profile(
+              smoke="resnet18,mobilenetv3_small,shufflenetv2_x0_5",
+              quick="resnet18,mobilenetv3_small,shufflenetv2_x0_5,mnasnet1_0",
+              paper="resnet18,densenet121,efficientnetv2_s,mobilenetv3_small,googlenet,"
+                    "mnasnet1_0,vgg11,convnext_tiny,shufflenetv2_x0_5")),
     Param("model_source", str, None, "source of the model scenario, {arch} filled in (thesis: imagenet:{arch})",
-          from_profile=_by_profile("pretrained:{arch}:cifar10@300", "pretrained:{arch}:cifar10@1000",
-                                   "imagenet:{arch}")),
+          from_profile=by_profile(
+              smoke="pretrained:{arch}:cifar10@300",
+              quick="pretrained:{arch}:cifar10@1000",
+              paper="imagenet:{arch}")),
     Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
     Param("train_per_class", int, None, "target training images per class (6.4.1: 100)",
-          from_profile=_by_profile(20, 100, 100)),
+          from_profile=by_profile(smoke=20, quick=100, paper=100)),
     Param("val_per_class", int, None, "target validation images per class (6.4.1: 25)",
-          from_profile=_by_profile(10, 25, 25)),
+          from_profile=by_profile(smoke=10, quick=25, paper=25)),
     Param("grid_lr", float, None, "SGD learning rates of the grid (6.4.2)", many=True,
-          from_profile=_by_profile("0.01", "0.01", "1.0,0.1,0.01,0.001,0.0001,0.00001")),
+          from_profile=by_profile(smoke="0.01", quick="0.01", paper="1.0,0.1,0.01,0.001,0.0001,0.00001")),
     Param("grid_weight_decay", float, None, "weight decays of the grid", many=True,
-          from_profile=_by_profile("0.0", "0.0", "0.001,0.0001,0.00001,0.000001,0.0")),
+          from_profile=by_profile(smoke="0.0", quick="0.0", paper="0.001,0.0001,0.00001,0.000001,0.0")),
     Param("grid_momentum", float, None, "SGD momenta of the grid", many=True,
-          from_profile=_by_profile("0.9", "0.9", "0.9,0.0")),
+          from_profile=by_profile(smoke="0.9", quick="0.9", paper="0.9,0.0")),
     Param("grid_batch_size", int, None, "batch sizes of the grid (0: the target's pair in Table 6.1)",
-          many=True, from_profile=_by_profile("32", "32", "0")),
-    Param("epochs", int, None, "maximum fine-tuning epochs (6.4.2: 400)", from_profile=_by_profile(2, 8, 400)),
+          many=True, from_profile=by_profile(smoke="32", quick="32", paper="0")),
+    Param("epochs", int, None, "maximum fine-tuning epochs (6.4.2: 400)", from_profile=by_profile(
+            smoke=2,
+            quick=8,
+            paper=400)),
     Param("patience", int, None, "early-stopping patience on validation AUC (6.4.2: 50)",
-          from_profile=_by_profile(1, 3, 50)),
+          from_profile=by_profile(smoke=1, quick=3, paper=50)),
     Param("augment", str, None, "fine-tuning augmentation: ch6 = the 6.4.2 policy (about 20 ms per image on CPU), "
           "ch3 = light shifts/rotations/flips", choices=("none", "ch3", "ch6"),
-          from_profile=_by_profile("ch3", "ch3", "ch6")),
+          from_profile=by_profile(smoke="ch3", quick="ch3", paper="ch6")),
     Param("fu_batches", int, 6, "batches of the S_FU backward pass (thesis study: 6; Eq. 6.4: 1)"),
 )
 
@@ -291,3 +303,49 @@ def get_chapter(name: str | int) -> Chapter:
         if text in aliases:
             return chapter
     raise unknown_choice("chapter", str(name), [f"{c.number} ({c.id})" for c in CHAPTERS.values()])
+
+
+def resolve(chapter: str, **params: Any) -> ChapterConfig:
+    """Validate a chapter's parameters and fill in the profile's values.
+
+    Parameters
+    ----------
+    chapter : str
+        Chapter id or alias (``"3"``, ``"03_hidden_representations"``, ...).
+    **params
+        Parameter values, typically every variable of the notebook's ``parameters`` cell.
+
+    Raises
+    ------
+    ConfigError
+        Unknown chapter or parameter (listing the valid ones), wrong type, unknown choice, target or source.
+    """
+    spec = get_chapter(chapter)
+    schema = {p.name: p for p in spec.params}
+    unknown = sorted(set(params) - set(schema))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(map(repr, unknown))} for chapter {spec.id!r}; "
+            f"valid parameters: {', '.join(schema)}"
+        )
+    profile_name = os.environ.get("CFCT_PROFILE") or params.get("profile") or DEFAULT_PROFILE
+    profile = get_profile(profile_name)
+    values: dict[str, Any] = {}
+    for name, param in schema.items():
+        if name == "profile":
+            continue
+        values[name] = param.validate(params.get(name, param.default), profile)
+    return ChapterConfig(spec.id, values, profile)
+
+
+def from_namespace(chapter: str, namespace: Mapping[str, Any]) -> ChapterConfig:
+    """:func:`resolve` with the chapter's parameters picked by name from a namespace.
+
+    A notebook calls ``from_namespace("3", globals())`` right after its ``parameters`` cell, so papermill's
+    injected values and the cell's defaults are validated together.
+    """
+    names = [p.name for p in get_chapter(chapter).params]
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise ConfigError(f"the parameters cell of chapter {chapter!r} lacks {', '.join(missing)}")
+    return resolve(chapter, **{n: namespace[n] for n in names})

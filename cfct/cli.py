@@ -18,7 +18,7 @@ def _format_default(param: Param, profile: Profile) -> str:
 
 
 def cmd_list(profile_name: str) -> int:
-    from cfct import data, zoo
+    from cfct import data, sources, zoo  # torch-heavy: imported only for `cfct list`, so `cfct --help` is fast
 
     profile = PROFILES[profile_name]
     print(f"Chapters (defaults shown for profile {profile_name!r}):")
@@ -32,8 +32,8 @@ def cmd_list(profile_name: str) -> int:
                 print(f"      {'':<18} {param.help}{choices}")
     print("\nTargets (medmnist:<flag> or a plain flag; csv:<folder>):")
     print(data.available_targets().to_string(index=False))
-    print("\nSource specs: " + ", ".join(zoo.KINDS))
-    print("  architectures: " + ", ".join(zoo.ARCHITECTURES))
+    print("\nSource specs: " + ", ".join(sources.KINDS))
+    print("  architectures: " + ", ".join(zoo.architectures()))
     print("\nProfiles: " + ", ".join(PROFILES))
     return 0
 

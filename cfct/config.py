@@ -40,6 +40,8 @@ class Profile:
     max_train_images: int | None  # cap on target training images per fold (None: all)
     batch_size: int
     device: str = "auto"
+    pretrain_image_size: int | None = None  # pre-training image size (None: natural_size / image_size)
+    pretrain_lr: float | None = None  # pre-training Adam learning rate (None: cfct.train.PRETRAIN_LR)
 
 
 PROFILES: dict[str, Profile] = {
@@ -94,6 +96,19 @@ def get_profile(name: str) -> Profile:
     if not isinstance(name, str) or name not in PROFILES:
         raise unknown_choice("profile", name, PROFILES)
     return PROFILES[name]
+
+
+def as_profile(profile: Profile | str | None) -> Profile:
+    """A :class:`Profile` given itself, its name, or None ($CFCT_PROFILE, else the default profile)."""
+    if isinstance(profile, Profile):
+        return profile
+    return get_profile(profile or os.environ.get("CFCT_PROFILE") or DEFAULT_PROFILE)
+
+
+def by_profile(*, smoke: Any, quick: Any, paper: Any) -> Callable[[Profile], Any]:
+    """A parameter default per profile, each value written once: ``by_profile(smoke=1, quick=4, paper=200)``."""
+    values = {"smoke": smoke, "quick": quick, "paper": paper}
+    return lambda profile: values[profile.name]
 
 
 _TYPE_NAMES = {str: "str", int: "int", float: "float", bool: "bool"}
@@ -252,53 +267,3 @@ class ChapterConfig(Mapping[str, Any]):
     def __repr__(self) -> str:
         items = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
         return f"ChapterConfig({self._chapter!r}: {items})"
-
-
-def resolve(chapter: str, **params: Any) -> ChapterConfig:
-    """Validate a chapter's parameters and fill in the profile's values.
-
-    Parameters
-    ----------
-    chapter : str
-        Chapter id or alias (``"3"``, ``"03_hidden_representations"``, ...).
-    **params
-        Parameter values, typically every variable of the notebook's ``parameters`` cell.
-
-    Raises
-    ------
-    ConfigError
-        Unknown chapter or parameter (listing the valid ones), wrong type, unknown choice, target or source.
-    """
-    from cfct.chapters import get_chapter
-
-    spec = get_chapter(chapter)
-    schema = {p.name: p for p in spec.params}
-    unknown = sorted(set(params) - set(schema))
-    if unknown:
-        raise ConfigError(
-            f"unknown parameter(s) {', '.join(map(repr, unknown))} for chapter {spec.id!r}; "
-            f"valid parameters: {', '.join(schema)}"
-        )
-    profile_name = os.environ.get("CFCT_PROFILE") or params.get("profile") or DEFAULT_PROFILE
-    profile = get_profile(profile_name)
-    values: dict[str, Any] = {}
-    for name, param in schema.items():
-        if name == "profile":
-            continue
-        values[name] = param.validate(params.get(name, param.default), profile)
-    return ChapterConfig(spec.id, values, profile)
-
-
-def from_namespace(chapter: str, namespace: Mapping[str, Any]) -> ChapterConfig:
-    """:func:`resolve` with the chapter's parameters picked by name from a namespace.
-
-    A notebook calls ``from_namespace("3", globals())`` right after its ``parameters`` cell, so papermill's
-    injected values and the cell's defaults are validated together.
-    """
-    from cfct.chapters import get_chapter
-
-    names = [p.name for p in get_chapter(chapter).params]
-    missing = [n for n in names if n not in namespace]
-    if missing:
-        raise ConfigError(f"the parameters cell of chapter {chapter!r} lacks {', '.join(missing)}")
-    return resolve(chapter, **{n: namespace[n] for n in names})

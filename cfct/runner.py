@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from cfct.chapters import get_chapter
-from cfct.config import resolve
+from cfct.chapters import resolve
 from cfct.errors import CfctError
 
 KERNEL_NAME = "python3"

@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from cfct import data, results, stats
+from cfct import data, results, sources, stats, zoo
+from cfct.config import Profile
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
+from cfct.sources import pretrain_config
 
 __all__ = [
     "FinetuneConfig", "FinetuneResult", "OPTIMIZERS", "MONITORS", "FREEZE_STRATEGIES", "DEVICES",
@@ -580,19 +582,29 @@ def _forked_rng(device: torch.device):
 
 
 # ================================================================================ zoo glue
-def _zoo():
-    from cfct import zoo  # imported lazily: zoo imports train for `pretrained:` sources
-
-    return zoo
-
-
 # A `pretrained:` source is one model shared by every fine-tune (folds, seeds, strategies), as the thesis's
 # downloaded ImageNet / RadImageNet weights were; its pre-training seed is therefore fixed.
 SOURCE_SEED = 0
 
 
 def _pretrain_kwargs(source: str) -> dict[str, Any] | None:
-    return {"seed": SOURCE_SEED} if _zoo().parse_spec(source).kind == "pretrained" else None
+    return {"seed": SOURCE_SEED} if sources.parse_spec(source).kind == "pretrained" else None
+
+
+def load_source(spec: str, num_classes: int | None = None, *, input_size: int = 224,
+                store: results.Store | None = None, profile: Profile | str | None = None, seed: int | None = 0,
+                pretrain_kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """:func:`cfct.sources.create`, pre-training a ``pretrained:`` source first (cached) when needed.
+
+    Parameters are those of :func:`cfct.sources.create`; ``profile`` and ``pretrain_kwargs`` set the
+    pre-training (:func:`cfct.sources.pretrain_settings`).
+    """
+    src = sources.parse_spec(spec)
+    if src.kind == "pretrained":
+        kwargs = sources.pretrain_settings(src.arg, profile, **{"seed": seed or 0, **dict(pretrain_kwargs or {})})
+        pretrain(src.arch, src.arg, store=store, **kwargs)
+    return sources.create(src, num_classes, input_size=input_size, store=store, profile=profile, seed=seed,
+                          pretrain_kwargs=pretrain_kwargs)
 
 
 def _is_chest(name: str) -> bool:
@@ -636,10 +648,9 @@ class FinetuneResult:
 
     def load_model(self) -> nn.Module:
         """The fine-tuned Classifier with the selected weights (CPU, eval mode, its normalisation set)."""
-        zoo = _zoo()
-        arch = zoo.parse_spec(self.run.config["source"]["spec"]).arch
+        arch = sources.parse_spec(self.run.config["source"]["spec"]).arch
         file = self.run.file("model.safetensors")
-        return zoo.create(f"checkpoint:{arch}:{file}", None, input_size=self.run.config["input_size"]).eval()
+        return sources.create(f"checkpoint:{arch}:{file}", None, input_size=self.run.config["input_size"]).eval()
 
 
 def _check_splits(train: data.ImageSet, val: data.ImageSet, test: data.ImageSet) -> None:
@@ -665,12 +676,12 @@ def _check_splits(train: data.ImageSet, val: data.ImageSet, test: data.ImageSet)
 
 def finetune_config(source: str, train: data.ImageSet, val: data.ImageSet, test: data.ImageSet,
                     cfg: FinetuneConfig, *, input_size: int | None = None,
-                    profile: Any = None) -> dict[str, Any]:
+                    profile: Profile | str | None = None) -> dict[str, Any]:
     """The cache key of a fine-tune: source (with its pre-training config), data fingerprints, every
     :class:`FinetuneConfig` field."""
     return {
         "version": _CACHE_VERSION,
-        "source": _zoo().source_config(source, profile=profile, seed=cfg.seed,
+        "source": sources.source_config(source, profile=profile, seed=cfg.seed,
                                        pretrain_kwargs=_pretrain_kwargs(source)),
         "train": train.fingerprint(), "val": val.fingerprint(), "test": test.fingerprint(),
         "data": {"train": train.name, "val": val.name, "test": test.name},
@@ -682,14 +693,14 @@ def finetune_config(source: str, train: data.ImageSet, val: data.ImageSet, test:
 
 def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.ImageSet,
              cfg: FinetuneConfig | None = None, *, store: results.Store | None = None,
-             input_size: int | None = None, progress: bool = True, profile: Any = None,
+             input_size: int | None = None, progress: bool = True, profile: Profile | str | None = None,
              on_epoch_end: Callable[[dict], None] | None = None) -> FinetuneResult:
     """Fine-tune a source model on a target and evaluate it on the test set (3.4.2-3.4.3, 6.4.2).
 
     Parameters
     ----------
     source : str
-        Source spec (:func:`cfct.zoo.parse_spec`): ``random:<arch>``, ``imagenet:<arch>``,
+        Source spec (:func:`cfct.sources.parse_spec`): ``random:<arch>``, ``imagenet:<arch>``,
         ``checkpoint:<arch>:<path>``, ``pretrained:<arch>:<dataset>``.
     train, val, test : ImageSet
         Target splits; each must hold at least two classes.
@@ -727,7 +738,7 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
         t_start = time.perf_counter()
         device = resolve_device(cfg.device)
         with _forked_rng(device):
-            model = _zoo().create(source, train.n_classes, input_size=size, store=store, profile=profile,
+            model = load_source(source, train.n_classes, input_size=size, store=store, profile=profile,
                                   seed=cfg.seed, pretrain_kwargs=_pretrain_kwargs(source))
             norm = cfg.normalization or getattr(model, "normalization", None) or "half"
             channels_last = cfg.channels_last and device.type == "cuda"
@@ -768,7 +779,7 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
         history.to_csv(workdir / "history.csv", index=False)
         model.cpu()
         model.normalization = norm
-        _zoo().save_checkpoint(model.to(memory_format=torch.contiguous_format), workdir / "model.safetensors",
+        zoo.save_checkpoint(model.to(memory_format=torch.contiguous_format), workdir / "model.safetensors",
                                {"source": source, "target": train.name})
         _cleanup(workdir)
         n_epochs = len(history)
@@ -791,21 +802,12 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
 
 
 # ================================================================================ pre-training
-def pretrain_config(arch: str, dataset: str, *, image_size: int, epochs: int, max_images: int | None,
-                    batch_size: int, lr: float, seed: int = 0, augment: str = "none") -> dict[str, Any]:
-    """The cache key of a pre-training run."""
-    return {"version": _CACHE_VERSION, "arch": arch, "dataset": dataset, "image_size": int(image_size),
-            "epochs": int(epochs), "max_images": None if max_images is None else int(max_images),
-            "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "optimizer": "adam",
-            "augment": augment, "normalization": "half"}
-
-
 def pretrain(arch: str, dataset: str, *, image_size: int, epochs: int, max_images: int | None,
              batch_size: int, lr: float = PRETRAIN_LR, seed: int = 0, store: results.Store | None = None,
              augment: str = "none", progress: bool = True, device: str = "auto") -> results.Run:
     """Supervised pre-training of a randomly initialised ``arch`` on ``dataset`` (a source of Chapters 3-6).
 
-    The network (:func:`cfct.zoo.create` of ``random:<arch>`` with one output per class) is trained with Adam
+    The network (:func:`cfct.sources.create` of ``random:<arch>`` with one output per class) is trained with Adam
     and softmax cross-entropy for a fixed number of epochs on the train split of
     :func:`cfct.data.load_dataset`, inputs normalised with mean 0.5 / std 0.5 (6.4.2's rule for non-ImageNet
     sources). No validation split and no early stopping: the source only has to provide features.
@@ -813,7 +815,7 @@ def pretrain(arch: str, dataset: str, *, image_size: int, epochs: int, max_image
     Parameters
     ----------
     arch : str
-        Architecture (:data:`cfct.zoo.ARCHITECTURES`).
+        Architecture (:func:`cfct.zoo.architectures`).
     dataset : str
         Dataset spec: ``'cifar10'``, ``'medmnist:<flag>'``, ``'medmnist-lto:<target>'``, ``'csv:...'``,
         ``'imagefolder:...'``.
@@ -837,9 +839,8 @@ def pretrain(arch: str, dataset: str, *, image_size: int, epochs: int, max_image
         With file ``model.safetensors`` (metadata ``num_classes``, ``normalization='half'``, ``arch``,
         ``dataset``), ``history.csv`` and metrics ``train_loss``, ``train_acc``, ``n_images``, ``n_classes``.
     """
-    zoo = _zoo()
-    if arch not in zoo.ARCHITECTURES:
-        raise unknown_choice("architecture", arch, zoo.ARCHITECTURES)
+    if arch not in zoo.architectures():
+        raise unknown_choice("architecture", arch, zoo.architectures())
     _choice("augmentation policy", augment, data.AUGMENT_POLICIES)
     for name, value in (("image_size", image_size), ("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -861,7 +862,7 @@ def pretrain(arch: str, dataset: str, *, image_size: int, epochs: int, max_image
             raise IncompatibleError(f"pretrain: {ds.name!r} holds a single class; a classifier needs two")
         dev = resolve_device(device)
         with _forked_rng(dev):
-            model = zoo.create(f"random:{arch}", ds.n_classes, input_size=image_size, seed=seed)
+            model = sources.create(f"random:{arch}", ds.n_classes, input_size=image_size, seed=seed)
             model.to(dev)
             amp = _autocast(dev, True)
             if dev.type == "cuda":

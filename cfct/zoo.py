@@ -26,9 +26,9 @@ Every architecture accepts images down to :data:`MIN_IMAGE_SIZE` (8 px). Rather 
 small-input one (which would change the weight layout and make ``imagenet:`` and ``checkpoint:`` weights
 unusable, and make the same architecture differ between profiles), :meth:`Classifier.forward` bilinearly
 upsamples an input whose shorter side is below the architecture's smallest workable size
-(:data:`MIN_INPUT`, found empirically: the smallest side length the unchanged ImageNet layout runs on) to that
-size. Only three architectures need it at 28 px: DenseNet121 (29 px: its un-padded transition poolings),
-VGG11 (32 px: five 2x2 max-pools) and ConvNeXt-Tiny (32 px: a stride-4 stem and three stride-2 down-sampling
+(:attr:`Architecture.min_input`, found empirically: the smallest side length the unchanged ImageNet layout
+runs on) to that size. Only three architectures need it at 28 px: DenseNet121 (29 px: its un-padded transition
+poolings), VGG11 (32 px: five 2x2 max-pools) and ConvNeXt-Tiny (32 px: a stride-4 stem and three stride-2 down-sampling
 convolutions, all un-padded). Because the per-channel normalisation is affine and bilinear weights sum to one,
 upsampling after normalising equals normalising after upsampling.
 
@@ -36,7 +36,7 @@ Layers for hooks and gradient ratios
 ------------------------------------
 :meth:`Classifier.layers` names the first convolution, the second convolution and each stage's output by
 their torchvision module path (ResNet: ``conv1``, ``layer1.0.conv1``, ``layer1`` ... ``layer4``); see
-:data:`LAYERS`.
+:attr:`Architecture.layers`.
 :meth:`Classifier.conv_layers` returns the first two ``Conv2d`` modules in execution order, the "first two
 convolutional layers" of the feature-update score S_FU (thesis Eq. 6.4). Per architecture the second one is a
 depthwise convolution in MobileNetV3, MnasNet, ConvNeXt and ShuffleNetV2 (their first block starts with one),
@@ -47,7 +47,6 @@ VGG11's ``features.3`` and EfficientNetV2's first fused-MBConv convolution.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import numbers
@@ -61,176 +60,149 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision.models as tvm
 from torch import nn
 
 from cfct import paths
 from cfct.errors import ConfigError, DataMissingError, IncompatibleError, unknown_choice
 
 __all__ = [
-    "ARCHITECTURES",
-    "KINDS",
+    "Architecture",
+    "REGISTRY",
+    "register",
+    "architectures",
+    "get_architecture",
     "MIN_IMAGE_SIZE",
-    "MIN_INPUT",
-    "FEATURE_DIMS",
-    "LAYERS",
-    "SourceSpec",
     "Classifier",
-    "parse_spec",
-    "create",
     "load_checkpoint",
     "save_checkpoint",
     "read_checkpoint",
-    "imagenet_weights_file",
-    "pretrain_settings",
-    "source_config",
     "check_input_size",
 ]
 
-ARCHITECTURES: tuple[str, ...] = (
-    "resnet18",
-    "resnet50",
-    "densenet121",
-    "efficientnetv2_s",
-    "mobilenetv3_small",
-    "googlenet",
-    "mnasnet1_0",
-    "vgg11",
-    "convnext_tiny",
-    "shufflenetv2_x0_5",
-)
-"""Architectures cfct builds: ResNet18/50 (Ch. 3-5) and the nine ImageNet models of thesis 6.5.2."""
+@dataclass(frozen=True)
+class Architecture:
+    """One registry entry: everything cfct needs to know about an architecture.
 
-KINDS: tuple[str, ...] = ("random", "imagenet", "checkpoint", "pretrained")
-"""Kinds of source spec (DESIGN.md)."""
+    Attributes
+    ----------
+    name : str
+        cfct's name (``resnet18``); the key of :data:`REGISTRY` and of source specs.
+    builder : str
+        Name of the model in its library (``torchvision.models.get_model`` name, e.g. ``efficientnet_v2_s``;
+        accepted as an alias of ``name``).
+    min_input : int
+        Smallest square side (px) the unchanged ImageNet layout runs on (measured; at least
+        :data:`MIN_IMAGE_SIZE`); smaller inputs are bilinearly upsampled in :meth:`Classifier.forward`.
+        ``tests/test_zoo.py`` checks that each layout runs at this size and, where it is above MIN_IMAGE_SIZE,
+        fails one pixel below it.
+    feature_dim : int
+        Dimension D of the pooled (penultimate) features, the input of the linear head.
+    head : str
+        Module path of the library model's final linear layer; it becomes ``head.fc`` of the Classifier.
+    layers : tuple of str
+        Layers of :meth:`Classifier.layers` in execution order: first conv, second conv, each stage's output.
+    convs : (str, str)
+        First and second ``Conv2d`` in execution order (S_FU of thesis Eq. 6.4).
+    keep_classifier : int or None
+        For models whose ``classifier`` is a Sequential with pre-logit layers that hold pre-trained weights:
+        how many of its modules the backbone keeps (MobileNetV3: 2, VGG11: 5, ConvNeXt: 2); None when the head
+        module is simply removed.
+    library : str
+        ``'torchvision'``. A new library (e.g. timm, for released weights in timm's layout) is a new branch of
+        :func:`_build_backbone` and a new value here.
+    """
 
-# torchvision builder name of each architecture; these names are accepted as aliases too.
-_TORCHVISION_NAME: dict[str, str] = {
-    "resnet18": "resnet18",
-    "resnet50": "resnet50",
-    "densenet121": "densenet121",
-    "efficientnetv2_s": "efficientnet_v2_s",
-    "mobilenetv3_small": "mobilenet_v3_small",
-    "googlenet": "googlenet",
-    "mnasnet1_0": "mnasnet1_0",
-    "vgg11": "vgg11",
-    "convnext_tiny": "convnext_tiny",
-    "shufflenetv2_x0_5": "shufflenet_v2_x0_5",
+    name: str
+    builder: str
+    min_input: int
+    feature_dim: int
+    head: str
+    layers: tuple[str, ...]
+    convs: tuple[str, str]
+    keep_classifier: int | None = None
+    library: str = "torchvision"
+
+
+def _entry(name: str, builder: str, min_input: int, feature_dim: int, head: str, layers: tuple[str, ...],
+           *, second_conv: int = 1, keep_classifier: int | None = None) -> Architecture:
+    return Architecture(name, builder, min_input, feature_dim, head, layers, (layers[0], layers[second_conv]),
+                        keep_classifier)
+
+
+_RESNET_LAYERS = ("conv1", "layer1.0.conv1", "layer1", "layer2", "layer3", "layer4")
+REGISTRY: dict[str, Architecture] = {
+    a.name: a
+    for a in (
+        # ResNet18/50 (Ch. 3-5) and the nine ImageNet models of thesis 6.5.2.
+        _entry("resnet18", "resnet18", 8, 512, "fc", _RESNET_LAYERS),
+        _entry("resnet50", "resnet50", 8, 2048, "fc", _RESNET_LAYERS),
+        _entry("densenet121", "densenet121", 29, 1024, "classifier", (
+            "features.conv0", "features.denseblock1.denselayer1.conv1", "features.denseblock1",
+            "features.denseblock2", "features.denseblock3", "features.denseblock4")),
+        # EfficientNetV2's stages 1-7 of the paper's Table 4 (features.7 is the final 1x1 convolution).
+        _entry("efficientnetv2_s", "efficientnet_v2_s", 8, 1280, "classifier.1", (
+            "features.0.0", "features.1.0.block.0.0", "features.1", "features.2", "features.3", "features.4",
+            "features.5", "features.6", "features.7")),
+        # Last block at each resolution (1/4, 1/8, 1/16, 1/32 of the input side); Linear(576, 1024) + Hardswish
+        # is the pre-logit layer the backbone keeps.
+        _entry("mobilenetv3_small", "mobilenet_v3_small", 8, 1024, "classifier.3", (
+            "features.0.0", "features.1.block.0.0", "features.1", "features.3", "features.8", "features.12"),
+            keep_classifier=2),
+        _entry("googlenet", "googlenet", 15, 1024, "fc",
+               ("conv1.conv", "conv2.conv", "conv3", "inception3b", "inception4e", "inception5b")),
+        _entry("mnasnet1_0", "mnasnet1_0", 8, 1280, "classifier.1",
+               ("layers.0", "layers.3", "layers.7", "layers.8", "layers.9", "layers.11", "layers.16")),
+        # Output of each of the five convolution + max-pool blocks; a max-pool lies between the first two convs.
+        # The backbone keeps Linear, ReLU, Dropout, Linear, ReLU -> 4096.
+        _entry("vgg11", "vgg11", 32, 4096, "classifier.6", (
+            "features.0", "features.2", "features.3", "features.5", "features.10", "features.15", "features.20"),
+            second_conv=2, keep_classifier=5),
+        # LayerNorm2d + Flatten after the average pool stay in the backbone.
+        _entry("convnext_tiny", "convnext_tiny", 32, 768, "classifier.2", (
+            "features.0.0", "features.1.0.block.0", "features.1", "features.3", "features.5", "features.7"),
+            keep_classifier=2),
+        _entry("shufflenetv2_x0_5", "shufflenet_v2_x0_5", 8, 1024, "fc",
+               ("conv1.0", "stage2.0.branch1.0", "stage2", "stage3", "stage4", "conv5")),
+    )
 }
-_ALIASES: dict[str, str] = {tv: arch for arch, tv in _TORCHVISION_NAME.items()}
+"""Every architecture cfct builds, one :class:`Architecture` each; extend it with :func:`register`."""
+
 
 MIN_IMAGE_SIZE = 8
 """Smallest image side cfct accepts at all: below it, upsampling would invent most of the image."""
 
-MIN_INPUT: dict[str, int] = {
-    "resnet18": 8,
-    "resnet50": 8,
-    "densenet121": 29,
-    "efficientnetv2_s": 8,
-    "mobilenetv3_small": 8,
-    "googlenet": 15,
-    "mnasnet1_0": 8,
-    "vgg11": 32,
-    "convnext_tiny": 32,
-    "shufflenetv2_x0_5": 8,
-}
-"""Smallest square side (px) each unchanged ImageNet layout runs on (measured; at least MIN_IMAGE_SIZE).
 
-Smaller inputs are bilinearly upsampled inside :meth:`Classifier.forward`. ``tests/test_zoo.py`` checks that
-each layout runs at this size and, where it is above MIN_IMAGE_SIZE, fails one pixel below it.
-"""
+def register(arch: Architecture) -> Architecture:
+    """Add an architecture to :data:`REGISTRY` (e.g. one with released weights); an existing name is an error."""
+    if not isinstance(arch, Architecture):
+        raise ConfigError(f"register() takes an Architecture, got {type(arch).__name__}")
+    if arch.name in REGISTRY or arch.name in _aliases():
+        raise ConfigError(f"architecture {arch.name!r} is already registered")
+    if arch.min_input < MIN_IMAGE_SIZE or arch.feature_dim < 1 or len(arch.layers) < 3:
+        raise ConfigError(f"architecture {arch.name!r}: min_input >= {MIN_IMAGE_SIZE}, feature_dim >= 1 and at "
+                          "least three named layers are required")
+    REGISTRY[arch.name] = arch
+    return arch
 
-FEATURE_DIMS: dict[str, int] = {
-    "resnet18": 512,
-    "resnet50": 2048,
-    "densenet121": 1024,
-    "efficientnetv2_s": 1280,
-    "mobilenetv3_small": 1024,
-    "googlenet": 1024,
-    "mnasnet1_0": 1280,
-    "vgg11": 4096,
-    "convnext_tiny": 768,
-    "shufflenetv2_x0_5": 1024,
-}
-"""Dimension D of the pooled (penultimate) features, the input of the linear head."""
 
-# Module path (in torchvision's layout) of the final ImageNet linear layer; it becomes ``head.fc``.
-_TV_HEAD: dict[str, str] = {
-    "resnet18": "fc",
-    "resnet50": "fc",
-    "densenet121": "classifier",
-    "efficientnetv2_s": "classifier.1",
-    "mobilenetv3_small": "classifier.3",
-    "googlenet": "fc",
-    "mnasnet1_0": "classifier.1",
-    "vgg11": "classifier.6",
-    "convnext_tiny": "classifier.2",
-    "shufflenetv2_x0_5": "fc",
-}
+def architectures() -> tuple[str, ...]:
+    """Names of every registered architecture, in registration order."""
+    return tuple(REGISTRY)
 
-LAYERS: dict[str, tuple[str, ...]] = {
-    "resnet18": ("conv1", "layer1.0.conv1", "layer1", "layer2", "layer3", "layer4"),
-    "resnet50": ("conv1", "layer1.0.conv1", "layer1", "layer2", "layer3", "layer4"),
-    "densenet121": (
-        "features.conv0",
-        "features.denseblock1.denselayer1.conv1",
-        "features.denseblock1",
-        "features.denseblock2",
-        "features.denseblock3",
-        "features.denseblock4",
-    ),
-    # EfficientNetV2's stages 1-7 of the paper's Table 4 (features.7 is the final 1x1 convolution).
-    "efficientnetv2_s": (
-        "features.0.0",
-        "features.1.0.block.0.0",
-        "features.1",
-        "features.2",
-        "features.3",
-        "features.4",
-        "features.5",
-        "features.6",
-        "features.7",
-    ),
-    # Last block at each resolution (1/4, 1/8, 1/16, 1/32 of the input side).
-    "mobilenetv3_small": (
-        "features.0.0",
-        "features.1.block.0.0",
-        "features.1",
-        "features.3",
-        "features.8",
-        "features.12",
-    ),
-    "googlenet": ("conv1.conv", "conv2.conv", "conv3", "inception3b", "inception4e", "inception5b"),
-    "mnasnet1_0": ("layers.0", "layers.3", "layers.7", "layers.8", "layers.9", "layers.11", "layers.16"),
-    # Output of each of the five convolution + max-pool blocks.
-    "vgg11": (
-        "features.0",
-        "features.2",
-        "features.3",
-        "features.5",
-        "features.10",
-        "features.15",
-        "features.20",
-    ),
-    "convnext_tiny": (
-        "features.0.0",
-        "features.1.0.block.0",
-        "features.1",
-        "features.3",
-        "features.5",
-        "features.7",
-    ),
-    "shufflenetv2_x0_5": ("conv1.0", "stage2.0.branch1.0", "stage2", "stage3", "stage4", "conv5"),
-}
-"""Layers of :meth:`Classifier.layers` in execution order: first conv, second conv, each stage's output."""
 
-_CONVS: dict[str, tuple[str, str]] = {
-    arch: (names[0], names[2] if arch == "vgg11" else names[1]) for arch, names in LAYERS.items()
-}
-"""First and second ``Conv2d`` in execution order (S_FU of thesis Eq. 6.4); VGG11 pools in between."""
+def _aliases() -> dict[str, str]:
+    return {a.builder: a.name for a in REGISTRY.values()}
 
-IMAGENET_WEIGHTS = "IMAGENET1K_V1"
-"""torchvision weights used by ``imagenet:`` (what ``pretrained=True`` gave; closest to the thesis's Keras
-ResNet50 weights of Ch. 3, and what the PyTorch models of 6.5.2 were)."""
+
+def get_architecture(name: str) -> Architecture:
+    """The registry entry of ``name`` (library names such as ``efficientnet_v2_s`` are aliases)."""
+    key = name.strip().lower() if isinstance(name, str) else name
+    key = _aliases().get(key, key)
+    if key not in REGISTRY:
+        raise unknown_choice("architecture", name, REGISTRY)
+    return REGISTRY[key]
+
 
 NORMALIZATIONS: tuple[str, ...] = ("imagenet", "half")
 """Input normalisations a source can ask for (keys of ``cfct.data.NORMALIZATION``, thesis 6.4.2)."""
@@ -243,89 +215,8 @@ _CFCT_FORMAT = "cfct-classifier-v1"
 # Spec strings
 
 
-@dataclass(frozen=True)
-class SourceSpec:
-    """A parsed source spec.
-
-    Attributes
-    ----------
-    kind : str
-        One of :data:`KINDS`.
-    arch : str
-        One of :data:`ARCHITECTURES` (aliases resolved).
-    arg : str or None
-        Checkpoint path (``checkpoint:``) or dataset spec (``pretrained:``); None otherwise.
-    """
-
-    kind: str
-    arch: str
-    arg: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{self.arch}" + (f":{self.arg}" if self.arg is not None else "")
-
-
 def _canonical_arch(arch: str) -> str:
-    name = arch.strip().lower()
-    name = _ALIASES.get(name, name)
-    if name not in ARCHITECTURES:
-        raise unknown_choice("architecture", arch, ARCHITECTURES)
-    return name
-
-
-def parse_spec(spec: str | SourceSpec) -> SourceSpec:
-    """Parse a source spec string.
-
-    Parameters
-    ----------
-    spec : str
-        ``random:<arch>``, ``imagenet:<arch>``, ``checkpoint:<arch>:<path>`` or
-        ``pretrained:<arch>:<dataset-spec>``. The path or dataset spec is everything after the second colon,
-        so it may itself hold ``:`` and ``@`` (``pretrained:resnet18:medmnist-lto:breastmnist``,
-        ``pretrained:resnet18:cifar10@5000``). torchvision's names are accepted as architecture aliases
-        (``efficientnet_v2_s`` -> ``efficientnetv2_s``).
-
-    Returns
-    -------
-    SourceSpec
-        With ``str(result)`` the canonical spec (use it in cache keys).
-
-    Raises
-    ------
-    ConfigError
-        Malformed spec, unknown kind or architecture (the message lists the valid choices), a missing or
-        superfluous ``:<arg>``.
-
-    Examples
-    --------
-    >>> parse_spec("pretrained:resnet18:medmnist-lto:breastmnist")
-    SourceSpec(kind='pretrained', arch='resnet18', arg='medmnist-lto:breastmnist')
-    """
-    if isinstance(spec, SourceSpec):
-        return spec
-    if not isinstance(spec, str):
-        raise ConfigError(f"source spec must be a string, got {type(spec).__name__}")
-    kind, sep, rest = spec.strip().partition(":")
-    kind = kind.lower()
-    if not sep:
-        raise ConfigError(
-            f"source spec {spec!r} must look like '<kind>:<arch>[:<arg>]' with kind one of "
-            f"{', '.join(KINDS)}, e.g. 'random:resnet18', 'imagenet:resnet50', "
-            "'checkpoint:resnet50:/path/weights.safetensors', 'pretrained:resnet18:cifar10'"
-        )
-    if kind not in KINDS:
-        raise unknown_choice("source kind", kind, KINDS)
-    arch_part, sep2, arg = rest.partition(":")
-    arch = _canonical_arch(arch_part)
-    if kind in ("random", "imagenet"):
-        if sep2:
-            raise ConfigError(f"source spec {spec!r}: '{kind}:' takes no argument after the architecture")
-        return SourceSpec(kind, arch, None)
-    arg = arg.strip()
-    if not arg:
-        what = "a checkpoint path" if kind == "checkpoint" else "a dataset spec (e.g. cifar10)"
-        raise ConfigError(f"source spec {spec!r}: '{kind}:{arch}:' needs {what} after the architecture")
-    return SourceSpec(kind, arch, arg)
+    return get_architecture(arch).name
 
 
 def check_input_size(arch: str, size: int | tuple[int, int]) -> None:
@@ -338,7 +229,7 @@ def check_input_size(arch: str, size: int | tuple[int, int]) -> None:
     if min(sides) < MIN_IMAGE_SIZE:
         raise IncompatibleError(
             f"{arch} cannot take {sides[0]}x{sides[1]} px images: the smallest side cfct accepts is "
-            f"{MIN_IMAGE_SIZE} px (inputs below {MIN_INPUT[arch]} px are upsampled to {MIN_INPUT[arch]} px)"
+            f"{MIN_IMAGE_SIZE} px (inputs below {REGISTRY[arch].min_input} px are upsampled to that size)"
         )
 
 
@@ -346,34 +237,29 @@ def check_input_size(arch: str, size: int | tuple[int, int]) -> None:
 # Building the torchvision trunk
 
 
-def _build_torchvision(arch: str, *, transform_input: bool = False) -> nn.Module:
-    """torchvision's ImageNet layout of ``arch`` (random init, global RNG) without its last linear layer."""
-    import torchvision.models as tvm
+def _build_backbone(arch: str, *, transform_input: bool = False) -> nn.Module:
+    """The library's ImageNet layout of ``arch`` (random init, global RNG) without its last linear layer.
 
-    name = _TORCHVISION_NAME[arch]
+    The rest of the ImageNet classifier stays part of the backbone, so that module paths match the library's
+    state dicts (:attr:`Architecture.keep_classifier`).
+    """
+    entry = REGISTRY[arch]
+    if entry.library != "torchvision":
+        raise ConfigError(f"architecture {arch!r}: no builder for library {entry.library!r}")
     if arch == "googlenet":
         net = tvm.get_model(
-            name, weights=None, aux_logits=False, init_weights=True, transform_input=transform_input
+            entry.builder, weights=None, aux_logits=False, init_weights=True, transform_input=transform_input
         )
+        net.dropout = nn.Identity()  # torchvision's own dropout in front of fc; ours is in the head
     else:
-        net = tvm.get_model(name, weights=None)
-    # Remove the final linear layer (and torchvision's own dropout in front of it); the rest of the ImageNet
-    # classifier stays part of the backbone so that the module paths match torchvision state dicts.
-    if arch in ("resnet18", "resnet50", "shufflenetv2_x0_5"):
-        net.fc = nn.Identity()
-    elif arch == "googlenet":
-        net.dropout = nn.Identity()
-        net.fc = nn.Identity()
-    elif arch == "densenet121":
-        net.classifier = nn.Identity()
-    elif arch in ("efficientnetv2_s", "mnasnet1_0"):
-        net.classifier = nn.Identity()
-    elif arch == "mobilenetv3_small":
-        net.classifier = net.classifier[:2]  # Linear(576, 1024) + Hardswish: pre-logit layer
-    elif arch == "vgg11":
-        net.classifier = net.classifier[:5]  # Linear, ReLU, Dropout, Linear, ReLU -> 4096
-    elif arch == "convnext_tiny":
-        net.classifier = net.classifier[:2]  # LayerNorm2d + Flatten after the average pool
+        net = tvm.get_model(entry.builder, weights=None)
+    parent, _, last = entry.head.rpartition(".")
+    if entry.keep_classifier is not None:
+        net.classifier = net.classifier[: entry.keep_classifier]
+    elif parent:  # Sequential(Dropout, Linear): the whole classifier goes (its dropout is torchvision's)
+        setattr(net, parent, nn.Identity())
+    else:
+        setattr(net, last, nn.Identity())
     return net
 
 
@@ -406,7 +292,7 @@ class Classifier(nn.Module):
     Attributes
     ----------
     arch : str
-        Architecture name (:data:`ARCHITECTURES`).
+        Architecture name (:data:`REGISTRY`).
     spec : str
         Canonical source spec the weights came from.
     normalization : str
@@ -450,14 +336,14 @@ class Classifier(nn.Module):
         self.spec = spec if spec is not None else f"random:{arch}"
         self.normalization = normalization
         self.transform_input = bool(transform_input)
-        self.min_input = MIN_INPUT[arch]
+        self.min_input = REGISTRY[arch].min_input
         self.input_size = int(input_size)
-        self.feature_dim = FEATURE_DIMS[arch]
+        self.feature_dim = REGISTRY[arch].feature_dim
         self.num_source_classes: int | None = None
         # Keras ResNet50 (v1) strides in the first 1x1 conv; set by create() for converted RadImageNet files.
         self.stride_in_1x1 = False
         self._backbone_frozen = False
-        self.body = _build_torchvision(arch, transform_input=self.transform_input)
+        self.body = _build_backbone(arch, transform_input=self.transform_input)
         self.head = _new_head(self.feature_dim, num_classes)
 
     # -- forward ---------------------------------------------------------------------------------------------
@@ -495,16 +381,16 @@ class Classifier(nn.Module):
 
     # -- layers ----------------------------------------------------------------------------------------------
     def layers(self) -> dict[str, nn.Module]:
-        """Ordered named layers for hooks: first conv, second conv, each stage's output (:data:`LAYERS`).
+        """Ordered named layers for hooks: first conv, second conv, each stage's output (:attr:`Architecture.layers`).
 
         Names are torchvision module paths relative to :attr:`body` (ResNet: ``conv1``, ``layer1.0.conv1``,
         ``layer1`` ... ``layer4``). Hooked activations are those of the (possibly upsampled) input.
         """
-        return OrderedDict((name, self.body.get_submodule(name)) for name in LAYERS[self.arch])
+        return OrderedDict((name, self.body.get_submodule(name)) for name in REGISTRY[self.arch].layers)
 
     def conv_layers(self) -> tuple[nn.Conv2d, nn.Conv2d]:
         """The first and second convolution in execution order (the conv1 / conv2 of S_FU, thesis Eq. 6.4)."""
-        first, second = _CONVS[self.arch]
+        first, second = REGISTRY[self.arch].convs
         return self.body.get_submodule(first), self.body.get_submodule(second)
 
     # -- head and parameter groups ---------------------------------------------------------------------------
@@ -646,7 +532,7 @@ def _to_classifier_layout(arch: str, state: Mapping[str, torch.Tensor]) -> dict[
     """Map a torchvision-layout state dict (or cfct's own) to Classifier keys (``body.*``, ``head.fc.*``)."""
     if any(k.startswith(("body.", "head.")) for k in state):
         return dict(state)
-    head = _TV_HEAD[arch] + "."
+    head = REGISTRY[arch].head + "."
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if arch == "googlenet" and key.startswith(("aux1.", "aux2.")):
@@ -715,7 +601,7 @@ def load_checkpoint(
     has_head = any(k in state for k in head_keys)
     if head == "load" and not has_head:
         raise IncompatibleError(
-            f"checkpoint {where} has no head ({_TV_HEAD[model.arch]}.weight / head.fc.weight)"
+            f"checkpoint {where} has no head ({REGISTRY[model.arch].head}.weight / head.fc.weight)"
         )
     load_head = has_head and head != "skip"
     if not load_head:
@@ -775,239 +661,11 @@ def save_checkpoint(
 # ImageNet weights
 
 
-def imagenet_weights_file(arch: str) -> tuple[Path, str]:
-    """Where torch's hub cache keeps ``arch``'s ImageNet weights, and their download URL."""
-    import torchvision.models as tvm
-
-    weights = getattr(tvm.get_model_weights(_TORCHVISION_NAME[_canonical_arch(arch)]), IMAGENET_WEIGHTS)
-    url = weights.url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
-
-
-def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    file, url = imagenet_weights_file(arch)
-    if not file.is_file():
-        how = (
-            f"download {url} on a machine with internet and copy it to {file} (or point $TORCH_HOME at a "
-            "folder whose hub/checkpoints/ holds it)"
-        )
-        if paths.is_offline():
-            raise DataMissingError(
-                f"imagenet:{arch} needs torchvision's ImageNet weights {file.name}, which are not in the "
-                f"torch hub cache {file.parent} and cannot be downloaded offline; {how}. Offline, use "
-                f"'pretrained:{arch}:cifar10' as the natural source"
-            )
-        match = torch.hub.HASH_REGEX.search(file.name)  # torchvision file names carry a SHA-256 prefix
-        file.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            torch.hub.download_url_to_file(
-                url, str(file), hash_prefix=match.group(1) if match else None, progress=True
-            )
-        except Exception as exc:  # URLError, HTTPError, timeouts: all mean "not available"
-            raise DataMissingError(f"downloading {url} to {file} failed ({exc}); {how}") from exc
-    try:
-        return torch.load(str(file), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise IncompatibleError(
-            f"cannot read ImageNet weights {file} ({exc}); delete it and download again"
-        ) from exc
-
-
 # ----------------------------------------------------------------------------------------------------
 # Pre-trained sources
-
-
-def _profile(profile: Any) -> Any:
-    if profile is None or isinstance(profile, str):
-        from cfct import config
-
-        return config.get_profile(profile or os.environ.get("CFCT_PROFILE") or "quick")
-    return profile
-
-
-def pretrain_settings(
-    dataset: str, *, profile: Any = None, seed: int = 0, **overrides: Any
-) -> dict[str, Any]:
-    """Keyword arguments for :func:`cfct.train.pretrain` of a ``pretrained:<arch>:<dataset>`` source.
-
-    Taken from the profile (``pretrain_epochs``, ``pretrain_max_images``, ``batch_size``, ``pretrain_lr`` and
-    ``pretrain_image_size`` when the profile has them; else the image size is the profile's ``natural_size``
-    for CIFAR-10 and its ``image_size`` for every other dataset); ``overrides`` win.
-    """
-    settings: dict[str, Any] = {}
-    keys = {"image_size", "epochs", "max_images", "batch_size", "lr", "seed"}
-    if not keys <= overrides.keys():
-        prof = _profile(profile)
-        natural = dataset.split("@")[0].split(":")[0] in ("cifar10",)
-        size = getattr(prof, "pretrain_image_size", None) or (
-            prof.natural_size if natural else prof.image_size
-        )
-        settings = {
-            "image_size": int(size),
-            "epochs": prof.pretrain_epochs,
-            "max_images": prof.pretrain_max_images,
-            "batch_size": getattr(prof, "pretrain_batch_size", None) or prof.batch_size,
-        }
-        if getattr(prof, "pretrain_lr", None) is not None:
-            settings["lr"] = prof.pretrain_lr
-    settings["seed"] = seed
-    settings.update(overrides)
-    return settings
-
-
-def _pretrained_file(
-    src: SourceSpec, *, store: Any, profile: Any, seed: int, pretrain_kwargs: Mapping[str, Any] | None
-) -> Path:
-    from cfct import train  # lazy: train imports zoo
-
-    # pretrain_kwargs may name the seed itself (cfct.train pins pre-training seeds): it wins over `seed`.
-    kwargs = pretrain_settings(src.arg, profile=profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
-    run = train.pretrain(src.arch, src.arg, store=store, **kwargs)
-    return Path(run.file("model.safetensors"))
-
-
-def source_config(
-    spec: str, *, profile: Any = None, seed: int = 0, pretrain_kwargs: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """A JSON-able description that identifies a source's weights, for cache keys.
-
-    ``random:`` -> the spec and seed; ``imagenet:`` -> the torchvision weights name; ``checkpoint:`` -> the
-    file's SHA-256 (so an edited file invalidates results); ``pretrained:`` -> the :func:`pretrain_settings`.
-    """
-    src = parse_spec(spec)
-    out: dict[str, Any] = {"spec": str(src)}
-    if src.kind == "random":
-        out["seed"] = seed
-    elif src.kind == "imagenet":
-        out["weights"] = IMAGENET_WEIGHTS
-    elif src.kind == "checkpoint":
-        digest = hashlib.sha256()
-        with open(_resolve_path(src.arg), "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        out["sha256"] = digest.hexdigest()
-    else:
-        out["pretrain"] = pretrain_settings(
-            src.arg, profile=profile, **{"seed": seed, **dict(pretrain_kwargs or {})}
-        )
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------
 # create
 
 
-def create(
-    spec: str | SourceSpec,
-    num_classes: int | None = None,
-    *,
-    input_size: int = 224,
-    store: Any = None,
-    profile: Any = None,
-    seed: int | None = 0,
-    pretrain_kwargs: Mapping[str, Any] | None = None,
-) -> Classifier:
-    """Build a :class:`Classifier` from a source spec.
-
-    Parameters
-    ----------
-    spec : str
-        Source spec (:func:`parse_spec`).
-    num_classes : int or None
-        Classes of the target task: a new, seeded head of this size replaces the source's. None keeps the
-        source's own head (ImageNet's 1000 classes, a checkpoint's or pre-trained source's head), as LEEP
-        needs; ``random:`` has no source head and then needs ``num_classes``.
-    input_size : int
-        Image side the model will see; checked against the architecture (:func:`check_input_size`).
-    store : cfct.results.Store, optional
-        Store for ``pretrained:`` sources (default store when None).
-    profile : str or cfct.config.Profile, optional
-        Profile giving the pre-training settings of ``pretrained:`` sources ($CFCT_PROFILE or 'quick').
-    seed : int or None
-        Seeds the random initialisation (of everything for ``random:``, of the new head otherwise) without
-        touching the global RNG; None uses the global RNG. Also the pre-training seed of ``pretrained:``.
-    pretrain_kwargs : mapping, optional
-        Overrides of :func:`pretrain_settings` (epochs, max_images, lr, ...).
-
-    Raises
-    ------
-    ConfigError
-        Bad spec, or ``random:`` without ``num_classes``.
-    DataMissingError
-        ``imagenet:`` weights not cached while offline (names the file, the cache folder and the URL), or a
-        checkpoint file that does not exist.
-    IncompatibleError
-        ``input_size`` too small; checkpoint keys that do not fit (named).
-    """
-    src = parse_spec(spec)
-    check_input_size(src.arch, input_size)
-    if num_classes is not None and (
-        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
-    ):
-        raise ConfigError(f"num_classes must be a positive int or None, got {num_classes!r}")
-    spec_str = str(src)
-
-    if src.kind == "random":
-        if num_classes is None:
-            raise ConfigError(
-                f"{spec_str} has no source head: pass num_classes (the target's number of classes)"
-            )
-        with _seeded(seed):
-            return Classifier(
-                src.arch, num_classes, spec=spec_str, normalization="half", input_size=input_size
-            )
-
-    # Sources with weights: read them first (fail fast on missing files before building big models).
-    metadata: dict[str, str] = {}
-    if src.kind == "imagenet":
-        state: dict[str, torch.Tensor] = _imagenet_state_dict(src.arch)
-        normalization, transform_input = "imagenet", src.arch == "googlenet"
-        where = f"torchvision {IMAGENET_WEIGHTS} weights"
-    else:
-        file = (
-            _resolve_path(src.arg)
-            if src.kind == "checkpoint"
-            else _pretrained_file(
-                src, store=store, profile=profile, seed=seed or 0, pretrain_kwargs=pretrain_kwargs
-            )
-        )
-        state, metadata = read_checkpoint(file)
-        normalization = metadata.get("normalization", "half")
-        transform_input = metadata.get("transform_input", "0") == "1"
-        where = str(file)
-        if metadata.get("arch") and metadata["arch"] != src.arch:
-            raise IncompatibleError(
-                f"checkpoint {file} holds a {metadata['arch']}, not a {src.arch} ({spec_str})"
-            )
-    source_classes = _head_classes(src.arch, state)
-    if num_classes is None and source_classes is None:
-        raise IncompatibleError(f"{where} has no classification head; pass num_classes for {spec_str}")
-    # Build without initialising (meta device): every weight is overwritten below, and random initialisation
-    # of VGG11 or ConvNeXt alone costs seconds on a CPU.
-    with torch.device("meta"):
-        model = Classifier(
-            src.arch,
-            num_classes or source_classes,
-            spec=spec_str,
-            normalization=normalization,
-            transform_input=transform_input,
-            input_size=input_size,
-        )
-    model.to_empty(device="cpu")
-    for name, buffer in model.named_buffers():
-        if name.endswith("num_batches_tracked"):  # absent from files converted from other frameworks
-            buffer.zero_()
-    try:
-        load_checkpoint(model, state, head="load" if num_classes is None else "skip")
-    except IncompatibleError as exc:
-        raise IncompatibleError(str(exc).replace("checkpoint state dict", f"checkpoint {where}", 1)) from None
-    if num_classes is not None:
-        model.replace_head(num_classes, seed=seed)
-    model.num_source_classes = source_classes
-    if metadata.get("stride_in_1x1") == "1":
-        # A converted Keras ResNet50 (cfct.radimagenet) computes v1 ResNet: strides in the first 1x1 conv.
-        from cfct.radimagenet import use_keras_strides
-
-        use_keras_strides(model.body)
-        model.stride_in_1x1 = True
-    return model

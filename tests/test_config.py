@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from cfct import config
+from cfct import chapters, config
 from cfct.chapters import CHAPTERS, get_chapter
 from cfct.errors import ConfigError
 
@@ -24,30 +24,30 @@ def test_unknown_profile_lists_choices() -> None:
 
 def test_resolve_fills_profile_values_and_explicit_values_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CFCT_PROFILE", raising=False)
-    cfg = config.resolve("3", profile="smoke")
+    cfg = chapters.resolve("3", profile="smoke")
     assert cfg.folds == config.get_profile("smoke").folds
     assert cfg.natural_source == "pretrained:resnet18:cifar10"
     assert cfg.profile.name == "smoke"
-    cfg = config.resolve("3", profile="smoke", folds=4, targets="breastmnist")
+    cfg = chapters.resolve("3", profile="smoke", folds=4, targets="breastmnist")
     assert cfg.folds == 4
     assert cfg.targets == ("breastmnist",)
 
 
 def test_env_profile_overrides_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CFCT_PROFILE", "smoke")
-    assert config.resolve("3", profile="paper").profile.name == "smoke"
+    assert chapters.resolve("3", profile="paper").profile.name == "smoke"
 
 
 def test_unknown_parameter_lists_valid_ones() -> None:
     with pytest.raises(ConfigError, match=r"unknown parameter\(s\) 'fold'.*valid parameters: profile, seed"):
-        config.resolve("3", fold=3)
+        chapters.resolve("3", fold=3)
 
 
 def test_wrong_type_is_named() -> None:
     with pytest.raises(ConfigError, match="'folds' expects int, got str '3'"):
-        config.resolve("3", folds="3")
+        chapters.resolve("3", folds="3")
     with pytest.raises(ConfigError, match="'seed' expects int, got bool"):
-        config.resolve("3", seed=True)
+        chapters.resolve("3", seed=True)
 
 
 def test_unknown_chapter_lists_chapters() -> None:
@@ -60,11 +60,11 @@ def test_unknown_chapter_lists_chapters() -> None:
 
 def test_unknown_target_and_source_are_refused() -> None:
     with pytest.raises(ConfigError, match="breastmnist"):
-        config.resolve("3", targets="kneemnist")
+        chapters.resolve("3", targets="kneemnist")
     with pytest.raises(ConfigError, match="resnet18"):
-        config.resolve("3", natural_source="pretrained:resnet19:cifar10")
+        chapters.resolve("3", natural_source="pretrained:resnet19:cifar10")
     with pytest.raises(ConfigError, match="random"):
-        config.resolve("3", natural_source="imagenette:resnet18")
+        chapters.resolve("3", natural_source="imagenette:resnet18")
 
 
 def test_command_line_text_is_typed() -> None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import torchvision
 
 from cfct import radimagenet as rin
+from cfct import sources
 from cfct.errors import DataMissingError, IncompatibleError
 
 
@@ -213,11 +214,10 @@ def test_errors(tmp_path):
 
 
 def test_converted_file_loads_as_checkpoint_source(keras_file, tmp_path):
-    from cfct import zoo
 
     path, w = keras_file
     out = rin.convert_h5(path, tmp_path / "radimagenet.safetensors")
-    model = zoo.create(f"checkpoint:resnet50:{out}", 2, input_size=64, seed=0)
+    model = sources.create(f"checkpoint:resnet50:{out}", 2, input_size=64, seed=0)
     assert model.normalization == "imagenet"
     # zoo applies the Keras (v1) strides itself, from the file's metadata
     assert model.stride_in_1x1 and model.body.layer2[0].conv1.stride == (2, 2)

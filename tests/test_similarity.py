@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cfct import similarity as sim
+from cfct import sources
 from cfct.errors import ConfigError, IncompatibleError
 from cfct.experiments import ch3
 
@@ -304,9 +305,8 @@ def test_measures_are_deterministic(measure):
 def test_resnet_stages_of_zoo_classifier_and_torchvision():
     import torchvision
 
-    from cfct import zoo
 
-    model = zoo.create("random:resnet18", 2, input_size=28, seed=0)
+    model = sources.create("random:resnet18", 2, input_size=28, seed=0)
     stages = sim.resnet_stages(model)
     assert list(stages) == list(sim.STAGES)
     assert stages["conv1"] is model.body.relu and stages["block4"] is model.body.layer4
@@ -324,7 +324,7 @@ def test_resnet_stages_of_zoo_classifier_and_torchvision():
 
 
 def test_compare_layers_on_real_images_is_cached(mirror, tmp_path):
-    from cfct import data, results, zoo
+    from cfct import data, results
 
     ds = data.load_target("breastmnist", "test", 28)
     loads = []
@@ -332,7 +332,7 @@ def test_compare_layers_on_real_images_is_cached(mirror, tmp_path):
     def loader(seed):
         def load():
             loads.append(seed)
-            return zoo.create("random:resnet18", 2, input_size=28, seed=seed)
+            return sources.create("random:resnet18", 2, input_size=28, seed=seed)
 
         return load
 

@@ -12,7 +12,7 @@ from scipy import ndimage
 from skimage import data as skdata
 from torch import nn
 
-from cfct import spectral
+from cfct import sources, spectral
 from cfct.errors import ConfigError, IncompatibleError
 from cfct.experiments import ch4, ch5
 
@@ -340,7 +340,7 @@ def test_write_image_folder_round_trip(tmp_path) -> None:
 
 
 def test_edited_source_pretrains_on_the_edited_images(mirror) -> None:
-    from cfct import data, results, zoo
+    from cfct import data, results
 
     spec = ch5.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
                                   progress=False)
@@ -355,7 +355,7 @@ def test_edited_source_pretrains_on_the_edited_images(mirror) -> None:
     original = data.load_dataset("medmnist:breastmnist", 28)  # 546 images: under smoke's cap of 600
     order = np.argsort(original.labels, kind="stable")  # the image folder groups images by class
     np.testing.assert_array_equal(seen.images, spectral.spectrum_whiten_source(original).images[order])
-    model = zoo.create(spec, None, input_size=28)
+    model = sources.create(spec, None, input_size=28)
     assert model.num_classes == 2
     assert ch5.edited_source("resnet18", "medmnist:breastmnist", "spectrum-whiten", profile="smoke",
                                   progress=False) == spec  # cached: the same checkpoint
@@ -392,10 +392,10 @@ def test_summarize_and_robustness_table() -> None:
 
 
 def test_learning_priority_of_a_zoo_classifier_on_an_imageset(mirror) -> None:
-    from cfct import data, zoo
+    from cfct import data
 
     ds = data.load_target("breastmnist", "test", 28).subset(np.arange(12))
-    model = zoo.create("random:resnet18", 2, input_size=28, seed=0)
+    model = sources.create("random:resnet18", 2, input_size=28, seed=0)
     lp = spectral.learning_priority(model, ds, batch_size=5, device="cpu")
     assert lp.shape == (14,) and np.all(lp > 0)
     # 'model' normalisation ('half') scales the input by 2: the gradient w.r.t. the [0, 1] image is the

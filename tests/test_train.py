@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cfct import data, results, train, zoo
+from cfct import data, results, sources, train
 from cfct.errors import ConfigError, IncompatibleError
 from cfct.stats import roc_auc
 
@@ -160,7 +160,7 @@ def test_freeze_then_full_freezes_backbone_in_phase_one(tiny, tmp_path) -> None:
     key = train.finetune_config("random:resnet18", tr, va, te, cfg)
     ckpt = torch.load(store.root / "finetune" / (results.config_hash(key) + ".partial") / "epoch.pt",
                       weights_only=True)
-    initial = zoo.create("random:resnet18", 2, input_size=28, seed=cfg.seed).state_dict()
+    initial = sources.create("random:resnet18", 2, input_size=28, seed=cfg.seed).state_dict()
     body = [k for k in initial if k.startswith("body.")]
     assert body and all(torch.equal(ckpt["model"][k], initial[k]) for k in body)  # BN statistics included
     assert not torch.equal(ckpt["model"]["head.fc.weight"], initial["head.fc.weight"])
@@ -222,7 +222,7 @@ def test_pretrain_writes_a_loadable_cached_source(tmp_path) -> None:
     run = train.pretrain("resnet18", "medmnist:breastmnist", **kwargs)
     assert run.metrics["n_images"] == 200 and run.metrics["n_classes"] == 2
     assert run.metrics["epochs"] == 2 and np.isfinite(run.metrics["train_loss"])
-    model = zoo.create(f"checkpoint:resnet18:{run.file('model.safetensors')}", None, input_size=28)
+    model = sources.create(f"checkpoint:resnet18:{run.file('model.safetensors')}", None, input_size=28)
     assert model.num_classes == 2 and model.normalization == "half"
     assert not list(run.path.glob("*.pt"))
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import torch
 from scipy import optimize
 from torch import nn
 
-from cfct import config
+from cfct import config, sources
 from cfct import transferability as tr
 from cfct.chapters import get_chapter
 from cfct.experiments import ch6
@@ -208,11 +208,11 @@ def test_feature_update_score_is_the_gradient_norm_ratio_of_eq_6_4():
 
 
 def test_feature_update_score_on_a_zoo_source(mirror):
-    from cfct import data, zoo
+    from cfct import data
 
     train = data.load_target("breastmnist", "train", 28)
     sub = data.subsample_per_class(train, 10, seed=0)
-    model = zoo.create("random:resnet18", num_classes=2, input_size=28)
+    model = sources.create("random:resnet18", num_classes=2, input_size=28)
     s = tr.feature_update_score(model, sub, sub.labels)
     assert np.isfinite(s) and s > 0
     assert s == pytest.approx(tr.feature_update_score(model, sub, sub.labels))  # deterministic

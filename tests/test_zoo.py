@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from pathlib import Path
@@ -11,14 +12,14 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from cfct import paths, zoo
+from cfct import config, paths, results, sources, train, zoo
 from cfct.errors import ConfigError, DataMissingError, IncompatibleError
 
 
 @functools.cache
 def _model(arch: str) -> zoo.Classifier:
     """One seeded random model per architecture, shared by the shape tests (building VGG11 takes seconds)."""
-    return zoo.create(f"random:{arch}", 3, input_size=28, seed=0).eval()
+    return sources.create(f"random:{arch}", 3, input_size=28, seed=0).eval()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,7 +31,7 @@ def _release_models():
 
 def _tv_model(arch: str) -> nn.Module:
     kwargs = {"aux_logits": True, "init_weights": True} if arch == "googlenet" else {}
-    return tvm.get_model(zoo._TORCHVISION_NAME[arch], weights=None, **kwargs).eval()
+    return tvm.get_model(zoo.REGISTRY[arch].builder, weights=None, **kwargs).eval()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -54,9 +55,9 @@ def _tv_model(arch: str) -> nn.Module:
     ],
 )
 def test_parse_spec(spec: str, expected: tuple) -> None:
-    parsed = zoo.parse_spec(spec)
+    parsed = sources.parse_spec(spec)
     assert (parsed.kind, parsed.arch, parsed.arg) == expected
-    assert zoo.parse_spec(str(parsed)) == parsed  # the canonical string round-trips
+    assert sources.parse_spec(str(parsed)) == parsed  # the canonical string round-trips
 
 
 def test_parse_spec_unknown_kind_lists_kinds() -> None:
@@ -64,14 +65,14 @@ def test_parse_spec_unknown_kind_lists_kinds() -> None:
         ConfigError,
         match="unknown source kind 'torchhub'; valid choices: random, imagenet, checkpoint, pretrained",
     ):
-        zoo.parse_spec("torchhub:resnet18")
+        sources.parse_spec("torchhub:resnet18")
 
 
 def test_parse_spec_unknown_arch_lists_architectures() -> None:
     with pytest.raises(ConfigError) as info:
-        zoo.parse_spec("imagenet:resnet34")
+        sources.parse_spec("imagenet:resnet34")
     assert "unknown architecture 'resnet34'" in str(info.value)
-    for arch in zoo.ARCHITECTURES:
+    for arch in zoo.architectures():
         assert arch in str(info.value)
 
 
@@ -86,30 +87,29 @@ def test_parse_spec_unknown_arch_lists_architectures() -> None:
 )
 def test_parse_spec_malformed(spec: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        zoo.parse_spec(spec)
+        sources.parse_spec(spec)
 
 
-def test_architectures_are_the_thesis_models() -> None:
-    # ResNet18/50 (Ch. 3-5) and the nine ImageNet models of thesis 6.5.2.
-    assert set(zoo.ARCHITECTURES) == {
-        "resnet18",
-        "resnet50",
-        "densenet121",
-        "efficientnetv2_s",
-        "mobilenetv3_small",
-        "googlenet",
-        "mnasnet1_0",
-        "vgg11",
-        "convnext_tiny",
-        "shufflenetv2_x0_5",
-    }
+def test_registry_is_extensible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zoo, "REGISTRY", dict(zoo.REGISTRY))
+    entry = zoo.register(zoo.Architecture(
+        "resnet34", "resnet34", 8, 512, "fc", ("conv1", "layer1.0.conv1", "layer1", "layer2", "layer3", "layer4"),
+        ("conv1", "layer1.0.conv1")))
+    assert zoo.get_architecture("RESNET34") is entry and "resnet34" in zoo.architectures()
+    model = sources.create("random:resnet34", 3, input_size=28)
+    assert model.features(torch.randn(2, 3, 28, 28)).shape == (2, 512)
+    assert [type(m).__name__ for m in model.conv_layers()] == ["Conv2d", "Conv2d"]
+    with pytest.raises(ConfigError, match="already registered"):
+        zoo.register(entry)
+    with pytest.raises(ConfigError, match="unknown architecture 'resnet101'"):
+        zoo.get_architecture("resnet101")
 
 
 # ----------------------------------------------------------------------------------------------------
 # Shapes, layers, small inputs
 
 
-@pytest.mark.parametrize("arch", zoo.ARCHITECTURES)
+@pytest.mark.parametrize("arch", zoo.architectures())
 def test_output_shapes_at_28_and_224(arch: str) -> None:
     model = _model(arch)
     seen: dict[str, tuple[int, ...]] = {}
@@ -124,7 +124,7 @@ def test_output_shapes_at_28_and_224(arch: str) -> None:
     try:
         with torch.no_grad():
             assert model(torch.randn(2, 3, 28, 28)).shape == (2, 3)
-            assert model.features(torch.randn(2, 3, 28, 28)).shape == (2, zoo.FEATURE_DIMS[arch])
+            assert model.features(torch.randn(2, 3, 28, 28)).shape == (2, zoo.REGISTRY[arch].feature_dim)
             seen_28 = dict(seen)
             seen.clear()
             assert model(torch.randn(1, 3, 224, 224)).shape == (1, 3)
@@ -133,7 +133,7 @@ def test_output_shapes_at_28_and_224(arch: str) -> None:
             h.remove()
     # every named layer fires, in the order layers() lists them, at both sizes
     assert list(seen_28) == list(model.layers()) == list(seen)
-    assert model.feature_dim == zoo.FEATURE_DIMS[arch]
+    assert model.feature_dim == zoo.REGISTRY[arch].feature_dim
 
 
 def test_resnet_layer_names() -> None:
@@ -142,7 +142,7 @@ def test_resnet_layer_names() -> None:
     assert model.conv_layers() == (model.body.conv1, model.body.layer1[0].conv1)
 
 
-@pytest.mark.parametrize("arch", zoo.ARCHITECTURES)
+@pytest.mark.parametrize("arch", zoo.architectures())
 def test_conv_layers_are_the_first_two_convolutions_executed(arch: str) -> None:
     model = _model(arch)
     order: list[nn.Module] = []
@@ -160,12 +160,12 @@ def test_conv_layers_are_the_first_two_convolutions_executed(arch: str) -> None:
     assert order[0] is first and order[1] is second
 
 
-@pytest.mark.parametrize("arch", zoo.ARCHITECTURES)
+@pytest.mark.parametrize("arch", zoo.architectures())
 def test_min_input_is_the_true_minimum(arch: str) -> None:
     body = _model(arch).body  # the unchanged ImageNet layout, without cfct's upsampling
-    size = zoo.MIN_INPUT[arch]
+    size = zoo.REGISTRY[arch].min_input
     with torch.no_grad():
-        assert body(torch.randn(1, 3, size, size)).shape == (1, zoo.FEATURE_DIMS[arch])
+        assert body(torch.randn(1, 3, size, size)).shape == (1, zoo.REGISTRY[arch].feature_dim)
         if size > zoo.MIN_IMAGE_SIZE:
             with pytest.raises(RuntimeError):
                 body(torch.randn(1, 3, size - 1, size - 1))
@@ -205,7 +205,7 @@ def test_too_small_or_wrong_inputs_are_refused() -> None:
     with pytest.raises(IncompatibleError, match=r"\(B, 3, H, W\)"):
         model(torch.randn(1, 1, 28, 28))
     with pytest.raises(IncompatibleError, match="vgg11 cannot take 4x4 px images"):
-        zoo.create("random:vgg11", 2, input_size=4)
+        sources.create("random:vgg11", 2, input_size=4)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,9 +214,9 @@ def test_too_small_or_wrong_inputs_are_refused() -> None:
 
 def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
     state = torch.get_rng_state()
-    a = zoo.create("random:resnet18", 2, seed=7).state_dict()
-    b = zoo.create("random:resnet18", 2, seed=7).state_dict()
-    c = zoo.create("random:resnet18", 2, seed=8).state_dict()
+    a = sources.create("random:resnet18", 2, seed=7).state_dict()
+    b = sources.create("random:resnet18", 2, seed=7).state_dict()
+    c = sources.create("random:resnet18", 2, seed=8).state_dict()
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["body.conv1.weight"], c["body.conv1.weight"])
@@ -225,11 +225,11 @@ def test_seeded_init_is_deterministic_and_leaves_global_rng_alone() -> None:
 
 def test_random_source_needs_num_classes() -> None:
     with pytest.raises(ConfigError, match="has no source head: pass num_classes"):
-        zoo.create("random:resnet18")
+        sources.create("random:resnet18")
 
 
 def test_head_and_parameter_groups() -> None:
-    model = zoo.create("random:resnet18", 2, seed=0)
+    model = sources.create("random:resnet18", 2, seed=0)
     assert isinstance(model.head.dropout, nn.Dropout) and model.head.dropout.p == 0.5  # thesis 3.4.2
     backbone, head = list(model.backbone_parameters()), list(model.head_parameters())
     assert {id(p) for p in backbone}.isdisjoint({id(p) for p in head})
@@ -239,7 +239,7 @@ def test_head_and_parameter_groups() -> None:
 
 
 def test_freeze_backbone_keeps_batchnorm_in_inference_mode() -> None:
-    model = zoo.create("random:resnet18", 2, seed=0)
+    model = sources.create("random:resnet18", 2, seed=0)
     model.freeze_backbone()
     model.train()
     assert not any(p.requires_grad for p in model.backbone_parameters())
@@ -258,18 +258,18 @@ def test_freeze_backbone_keeps_batchnorm_in_inference_mode() -> None:
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
-    model = zoo.create("random:mobilenetv3_small", 4, seed=3).eval()
+    model = sources.create("random:mobilenetv3_small", 4, seed=3).eval()
     file = zoo.save_checkpoint(model, tmp_path / "m.safetensors", {"epochs": 3})
     _, meta = zoo.read_checkpoint(file)
     assert meta["arch"] == "mobilenetv3_small" and meta["num_classes"] == "4" and meta["epochs"] == "3"
     assert meta["spec"] == "random:mobilenetv3_small" and meta["normalization"] == "half"
-    loaded = zoo.create(f"checkpoint:mobilenetv3_small:{file}").eval()
+    loaded = sources.create(f"checkpoint:mobilenetv3_small:{file}").eval()
     x = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert loaded.num_classes == 4 and loaded.num_source_classes == 4
     # a target head replaces the source's; the backbone is the checkpoint's
-    target = zoo.create(f"checkpoint:mobilenetv3_small:{file}", 2).eval()
+    target = sources.create(f"checkpoint:mobilenetv3_small:{file}", 2).eval()
     with torch.no_grad():
         assert torch.equal(target.features(x), model.features(x))
     assert target.num_classes == 2 and target.num_source_classes == 4
@@ -279,7 +279,7 @@ def test_checkpoint_in_torchvision_layout(tmp_path: Path) -> None:
     # e.g. a RadImageNet ResNet50 converted into torchvision's layout (cfct.radimagenet)
     reference = _tv_model("resnet50")
     torch.save(reference.state_dict(), tmp_path / "tv.pth")
-    model = zoo.create(f"checkpoint:resnet50:{tmp_path / 'tv.pth'}").eval()
+    model = sources.create(f"checkpoint:resnet50:{tmp_path / 'tv.pth'}").eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
@@ -287,9 +287,9 @@ def test_checkpoint_in_torchvision_layout(tmp_path: Path) -> None:
     # the same weights without the ImageNet head: fine with a target head, refused without one
     headless = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
     torch.save({"state_dict": headless}, tmp_path / "headless.pt")
-    assert zoo.create(f"checkpoint:resnet50:{tmp_path / 'headless.pt'}", 3).num_source_classes is None
+    assert sources.create(f"checkpoint:resnet50:{tmp_path / 'headless.pt'}", 3).num_source_classes is None
     with pytest.raises(IncompatibleError, match="has no classification head"):
-        zoo.create(f"checkpoint:resnet50:{tmp_path / 'headless.pt'}")
+        sources.create(f"checkpoint:resnet50:{tmp_path / 'headless.pt'}")
 
 
 def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path: Path) -> None:
@@ -297,7 +297,7 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path: Path) -> None:
     state["body.extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "r18.pt")
     with pytest.raises(IncompatibleError) as info:
-        zoo.create(f"checkpoint:resnet50:{tmp_path / 'r18.pt'}", 2)
+        sources.create(f"checkpoint:resnet50:{tmp_path / 'r18.pt'}", 2)
     message = str(info.value)
     assert "does not fit resnet50" in message and str(tmp_path / "r18.pt") in message
     assert "missing keys" in message and "body.layer1.0.conv3.weight" in message
@@ -309,13 +309,13 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tmp_path: Path) -> None:
 
 
 def test_checkpoint_head_mismatch_suggests_skip(tmp_path: Path) -> None:
-    file = zoo.save_checkpoint(zoo.create("random:resnet18", 4, seed=0), tmp_path / "h.safetensors")
-    model = zoo.create("random:resnet18", 2, seed=0)
+    file = zoo.save_checkpoint(sources.create("random:resnet18", 4, seed=0), tmp_path / "h.safetensors")
+    model = sources.create("random:resnet18", 2, seed=0)
     with pytest.raises(IncompatibleError, match=r"head.fc.weight \(4, 512\) vs \(2, 512\).*head='skip'"):
         zoo.load_checkpoint(model, file)
     zoo.load_checkpoint(model, file, head="skip")
     with pytest.raises(IncompatibleError, match="holds a resnet18, not a vgg11"):
-        zoo.create(f"checkpoint:vgg11:{file}")
+        sources.create(f"checkpoint:vgg11:{file}")
 
 
 class _Payload:  # a class outside torch's allow-list: unpickling it would run code
@@ -325,23 +325,23 @@ class _Payload:  # a class outside torch's allow-list: unpickling it would run c
 def test_checkpoint_with_pickled_code_is_refused(tmp_path: Path) -> None:
     torch.save({"net": _Payload()}, tmp_path / "code.pt")
     with pytest.raises(IncompatibleError, match="never unpickles code"):
-        zoo.create(f"checkpoint:resnet18:{tmp_path / 'code.pt'}", 2)
+        sources.create(f"checkpoint:resnet18:{tmp_path / 'code.pt'}", 2)
 
 
 def test_missing_checkpoint_names_the_file() -> None:
     with pytest.raises(
         DataMissingError, match="checkpoint file 'nowhere/m.safetensors' not found; looked in"
     ):
-        zoo.create("checkpoint:resnet18:nowhere/m.safetensors", 2)
+        sources.create("checkpoint:resnet18:nowhere/m.safetensors", 2)
 
 
 def test_source_config_tracks_checkpoint_content(tmp_path: Path) -> None:
     file = tmp_path / "m.safetensors"
-    zoo.save_checkpoint(zoo.create("random:resnet18", 2, seed=0), file)
-    first = zoo.source_config(f"checkpoint:resnet18:{file}")
-    zoo.save_checkpoint(zoo.create("random:resnet18", 2, seed=1), file)
-    assert zoo.source_config(f"checkpoint:resnet18:{file}")["sha256"] != first["sha256"]
-    assert zoo.source_config("imagenet:resnet50") == {"spec": "imagenet:resnet50", "weights": "IMAGENET1K_V1"}
+    zoo.save_checkpoint(sources.create("random:resnet18", 2, seed=0), file)
+    first = sources.source_config(f"checkpoint:resnet18:{file}")
+    zoo.save_checkpoint(sources.create("random:resnet18", 2, seed=1), file)
+    assert sources.source_config(f"checkpoint:resnet18:{file}")["sha256"] != first["sha256"]
+    assert sources.source_config("imagenet:resnet50") == {"spec": "imagenet:resnet50", "weights": "IMAGENET1K_V1"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def test_imagenet_offline_fails_fast_with_file_folder_and_url(tmp_path: Path, mo
     paths.is_offline.cache_clear()
     start = time.perf_counter()
     with pytest.raises(DataMissingError) as info:
-        zoo.create("imagenet:resnet50", 2)
+        sources.create("imagenet:resnet50", 2)
     assert time.perf_counter() - start < 2.0
     message = str(info.value)
     assert "resnet50-0676ba61.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
@@ -375,66 +375,53 @@ def test_imagenet_weights_from_the_hub_cache(arch: str, tmp_path: Path, monkeypa
             for k, v in state.items()
             if not k.endswith("num_batches_tracked")
         }
-    file, url = zoo.imagenet_weights_file(arch)
+    file, url = sources.imagenet_weights_file(arch)
     assert file.parent == tmp_path / "hub" / "checkpoints" and url.endswith(file.name)
     file.parent.mkdir(parents=True)
     torch.save(state, file)
-    model = zoo.create(f"imagenet:{arch}").eval()
+    model = sources.create(f"imagenet:{arch}").eval()
     assert model.normalization == "imagenet" and model.num_source_classes == 1000
     if arch == "googlenet":
         reference.transform_input = True  # as torchvision sets for its ImageNet GoogLeNet
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=0, atol=0)
-    assert zoo.create(f"imagenet:{arch}", 2).num_classes == 2
+    assert sources.create(f"imagenet:{arch}", 2).num_classes == 2
 
 
 # ----------------------------------------------------------------------------------------------------
 # pretrained: sources
 
 
-def test_pretrained_source_calls_train_pretrain_with_profile_settings(tmp_path: Path, monkeypatch) -> None:
-    from cfct import config, train
-
-    calls = []
-
-    class _Run:
-        def file(self, name: str) -> Path:
-            return tmp_path / name
-
-    def fake_pretrain(arch: str, dataset: str, **kwargs) -> _Run:
-        calls.append((arch, dataset, kwargs))
-        model = zoo.create(f"random:{arch}", 10, seed=0)
-        zoo.save_checkpoint(model, tmp_path / "model.safetensors")
-        return _Run()
-
-    monkeypatch.setattr(train, "pretrain", fake_pretrain)
-    model = zoo.create("pretrained:resnet18:cifar10@500", None, profile="smoke")
+def test_pretrain_settings_come_from_the_typed_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     smoke = config.get_profile("smoke")
-    arch, dataset, kwargs = calls[0]
-    assert (arch, dataset) == ("resnet18", "cifar10@500")
-    assert kwargs["image_size"] == smoke.natural_size and kwargs["epochs"] == smoke.pretrain_epochs
-    assert (
-        kwargs["max_images"] == smoke.pretrain_max_images
-        and kwargs["batch_size"] == smoke.pretrain_batch_size
-    )
-    assert model.num_source_classes == 10 and model.spec == "pretrained:resnet18:cifar10@500"
-    zoo.create(
-        "pretrained:resnet18:medmnist-lto:breastmnist", 2, profile="smoke", pretrain_kwargs={"epochs": 9}
-    )
-    assert calls[1][2]["image_size"] == smoke.image_size and calls[1][2]["epochs"] == 9
+    natural = sources.pretrain_settings("cifar10@500", smoke)
+    assert natural == {"image_size": smoke.natural_size, "epochs": smoke.pretrain_epochs,
+                       "max_images": smoke.pretrain_max_images, "batch_size": smoke.pretrain_batch_size, "seed": 0}
+    medical = sources.pretrain_settings("medmnist-lto:breastmnist", "smoke", seed=3, epochs=9)
+    assert (medical["image_size"], medical["epochs"], medical["seed"]) == (smoke.image_size, 9, 3)
+    custom = dataclasses.replace(smoke, pretrain_image_size=48, pretrain_lr=0.01)
+    assert sources.pretrain_settings("cifar10", custom)["image_size"] == 48
+    assert sources.pretrain_settings("cifar10", custom)["lr"] == 0.01
+    monkeypatch.setenv("CFCT_PROFILE", "paper")
+    assert sources.pretrain_settings("cifar10")["epochs"] == config.get_profile("paper").pretrain_epochs
+
+
+def test_pretrained_source_not_yet_trained_names_the_way(tmp_path: Path) -> None:
+    with pytest.raises(DataMissingError, match="not been pre-trained.*load_source"):
+        sources.create("pretrained:resnet18:cifar10@500", None, store=results.Store(tmp_path), profile="smoke")
 
 
 def test_pretrained_source_end_to_end_is_cached(mirror: Path) -> None:
     # a real (tiny) pre-training on BreastMNIST through cfct.train.pretrain, then a cached second create
     settings = {"image_size": 28, "epochs": 1, "max_images": 64, "batch_size": 32}
     spec = "pretrained:resnet18:medmnist:breastmnist@64"
-    source = zoo.create(spec, None, pretrain_kwargs=settings).eval()
+    source = train.load_source(spec, None, pretrain_kwargs=settings).eval()
     assert source.num_source_classes == 2 and source.normalization == "half" and source.spec == spec
     start = time.perf_counter()
-    target = zoo.create(spec, 3, pretrain_kwargs=settings).eval()
+    target = train.load_source(spec, 3, pretrain_kwargs=settings).eval()
     assert time.perf_counter() - start < 5.0  # read from the store, not trained again
     x = torch.randn(2, 3, 28, 28)
     with torch.no_grad():
         assert torch.equal(target.features(x), source.features(x))
-    assert zoo.source_config(spec, pretrain_kwargs=settings)["pretrain"]["max_images"] == 64
+    assert sources.source_config(spec, pretrain_kwargs=settings)["pretrain"]["max_images"] == 64

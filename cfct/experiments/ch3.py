@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cfct import data, results, train, zoo
+from cfct import data, results, sources, train
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
 from cfct.similarity import (
     MEASURES,
@@ -255,8 +255,8 @@ def before_finetuning(run: Any, *, profile: str | None = None) -> nn.Module:
     """
 
     cfg = run.result.run.config
-    pretrain_kwargs = {"seed": train.SOURCE_SEED} if zoo.parse_spec(run.spec).kind == "pretrained" else None
-    return zoo.create(
+    pretrain_kwargs = {"seed": train.SOURCE_SEED} if sources.parse_spec(run.spec).kind == "pretrained" else None
+    return train.load_source(
         run.spec,
         int(cfg["n_classes"]),
         input_size=int(cfg["input_size"]),
@@ -332,7 +332,7 @@ def layer_similarity_table(
             for name in (f"{role}_ft", f"{role}_ft_freeze"):
                 if name in cell:
                     networks[name] = Network(f"run:{cell[name].result.run.key}", cell[name].result.load_model)
-        arch = zoo.parse_spec(next(iter(cell.values())).spec).arch
+        arch = sources.parse_spec(next(iter(cell.values())).spec).arch
         for name, s in (("random", 2 * k + 1000 * (seed + 1)), ("random2", 2 * k + 1 + 1000 * (seed + 1))):
             networks[name] = Network(
                 f"random:{arch}:{s}:{size}",
@@ -363,7 +363,7 @@ def layer_similarity_table(
 
 def _random_network(spec: str, n_classes: int, size: int, seed: int) -> nn.Module:
 
-    return zoo.create(spec, n_classes, input_size=size, seed=seed).eval()
+    return sources.create(spec, n_classes, input_size=size, seed=seed).eval()
 
 
 def json_key(config: Mapping[str, Any]) -> str:

@@ -14,7 +14,7 @@ import pandas as pd
 from torch import nn
 from tqdm.auto import tqdm
 
-from cfct import data, paths, results, shortcuts, stats, train, zoo
+from cfct import data, paths, results, shortcuts, sources, stats, train
 from cfct.data import ImageSet
 from cfct.errors import ConfigError, unknown_choice
 from cfct.experiments import ch4
@@ -102,7 +102,7 @@ def edited_source(
 
     if edit not in SOURCE_EDITS:
         raise unknown_choice("source edit", edit, SOURCE_EDITS)
-    settings = zoo.pretrain_settings(dataset, profile=profile, seed=train.SOURCE_SEED)
+    settings = sources.pretrain_settings(dataset, profile=profile, seed=train.SOURCE_SEED)
     config = {"version": 1, "dataset": dataset, "edit": edit, "params": edit_params,
               "image_size": settings["image_size"], "max_images": settings["max_images"],
               "seed": settings["seed"]}
@@ -144,13 +144,13 @@ def source_priority(spec: str, ds: ImageSet, *, n_images: int = 128, profile: An
     """
 
     size = int(ds.images.shape[1])
-    kind = zoo.parse_spec(spec).kind
+    kind = sources.parse_spec(spec).kind
 
     def load() -> nn.Module:
         classes = 2 if kind == "random" else None
-        return zoo.create(spec, classes, input_size=size, store=store, profile=profile, seed=0)
+        return train.load_source(spec, classes, input_size=size, store=store, profile=profile, seed=0)
 
-    model_key = {"source": zoo.source_config(spec, profile=profile, seed=0), "input_size": size}
+    model_key = {"source": sources.source_config(spec, profile=profile, seed=0), "input_size": size}
     return _priority_run(store, model_key, ds, "predicted", n_images, load, device)
 
 
@@ -330,10 +330,10 @@ def source_dataset(spec: str, *, n: int = 2000, profile: Any = None, seed: int =
     """A seeded, stratified sample of the images a ``pretrained:`` source is pre-trained on (None for
     ``random:``, ``imagenet:`` and ``checkpoint:`` sources, whose data cfct does not hold)."""
 
-    src = zoo.parse_spec(spec)
+    src = sources.parse_spec(spec)
     if src.kind != "pretrained":
         return None
-    size = zoo.pretrain_settings(src.arg, profile=profile, seed=seed)["image_size"]
+    size = sources.pretrain_settings(src.arg, profile=profile, seed=seed)["image_size"]
     ds = data.load_dataset(src.arg, size, split="train", seed=seed)
     return ds if len(ds) <= n else ds.subset(data.stratified_subsample(ds.labels, int(n), seed))
 
@@ -350,7 +350,7 @@ def edited_spec(spec: str, edit: str, *, profile: Any = None, store: Any = None,
         (``pretrained:<arch>:imagefolder:<path>``) to edit it.
     """
 
-    src = zoo.parse_spec(spec)
+    src = sources.parse_spec(spec)
     if src.kind != "pretrained":
         raise ConfigError(
             f"cannot edit {spec!r}: source editing (5.2.4) re-pre-trains on edited source images, so it "

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cfct import data, results, stats, zoo
+from cfct import data, results, sources, stats
 from cfct import train as tr_
 from cfct.transferability import (
     METHODS,
@@ -81,7 +81,7 @@ def expand_sources(templates, target: str, targets, *, arch: str = "resnet18") -
     out = []
     for t in templates:
         spec = t.format(target=flag, other=other, arch=arch)
-        zoo.parse_spec(spec)
+        sources.parse_spec(spec)
         out.append(spec)
     return list(dict.fromkeys(out))
 
@@ -120,18 +120,18 @@ def source_features(spec: str, train, *, store=None, profile=None, fu_batches: i
     """
 
     store = store or results.default_store()
-    src = zoo.parse_spec(spec)
+    src = sources.parse_spec(spec)
     size = int(train.images.shape[1])
     config = {
         "version": _SCORE_VERSION,
-        "source": zoo.source_config(spec, profile=profile, seed=0),
+        "source": sources.source_config(spec, profile=profile, seed=0),
         "train": train.fingerprint(),
         "input_size": size,
         "fu_batches": fu_batches,
     }
 
     def compute(workdir):
-        model = zoo.create(
+        model = tr_.load_source(
             spec, 10 if src.kind == "random" else None, input_size=size, store=store, profile=profile, seed=0
         )
         t0 = time.perf_counter()
@@ -179,7 +179,7 @@ def score_target(
         "scenario": scenario,
         "fu_batches": fu_batches,
         "settings": dict(THESIS_SETTINGS if settings is None else settings),
-        "source_configs": [zoo.source_config(s, profile=profile, seed=0) for s in sources],
+        "source_configs": [sources.source_config(s, profile=profile, seed=0) for s in sources],
     }
 
     def compute(workdir):

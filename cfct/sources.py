@@ -1,0 +1,358 @@
+"""Sources: a source spec string turned into weights (DESIGN.md, "Sources: one spec string each").
+
+====================================  ==================================================================
+``random:<arch>``                      random initialisation (seeded), the baseline of every chapter
+``imagenet:<arch>``                    torchvision's ImageNet weights (``IMAGENET1K_V1``), from the hub
+                                       cache or downloaded when online
+``checkpoint:<arch>:<path>``           a local state dict: safetensors or ``torch.load(weights_only=True)``
+``pretrained:<arch>:<dataset-spec>``   pre-trained by :func:`cfct.train.pretrain` on a dataset spec, cached
+====================================  ==================================================================
+
+Architectures come from the registry of :mod:`cfct.zoo`. A new kind of source (released weights of another
+library, e.g. ``imagenet:efficientnet_lite0`` through timm, or ``ct:<name>`` for CT-trained models) adds its name
+to :data:`KINDS` and one branch each to :func:`parse_spec` (its argument rule), :func:`source_config` (what
+identifies its weights) and :func:`create` (where its state dict comes from). This module never trains:
+``pretrained:`` weights are read from the results store, where :func:`cfct.train.pretrain` put them
+(:func:`cfct.train.load_source` pre-trains, then calls :func:`create`), so that ``train`` can build models from
+specs without an import cycle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision.models as tvm
+
+from cfct import paths, results
+from cfct.config import Profile, as_profile
+from cfct.data import NATURAL_SOURCES
+from cfct.errors import ConfigError, DataMissingError, IncompatibleError, unknown_choice
+from cfct.zoo import (
+    Classifier,
+    _canonical_arch,
+    _head_classes,
+    _resolve_path,
+    _seeded,
+    check_input_size,
+    get_architecture,
+    load_checkpoint,
+    read_checkpoint,
+)
+
+PRETRAIN_VERSION = 1
+"""Version of the ``pretrain`` cache key (bump to invalidate every pre-trained source)."""
+
+KINDS: tuple[str, ...] = ("random", "imagenet", "checkpoint", "pretrained")
+"""Kinds of source spec (DESIGN.md); :mod:`cfct.sources` turns each into weights."""
+
+
+IMAGENET_WEIGHTS = "IMAGENET1K_V1"
+"""torchvision weights used by ``imagenet:`` (what ``pretrained=True`` gave; closest to the thesis's Keras
+ResNet50 weights of Ch. 3, and what the PyTorch models of 6.5.2 were)."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed source spec.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`KINDS`.
+    arch : str
+        One of :data:`REGISTRY` (aliases resolved).
+    arg : str or None
+        Checkpoint path (``checkpoint:``) or dataset spec (``pretrained:``); None otherwise.
+    """
+
+    kind: str
+    arch: str
+    arg: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.arch}" + (f":{self.arg}" if self.arg is not None else "")
+
+
+def parse_spec(spec: str | SourceSpec) -> SourceSpec:
+    """Parse a source spec string.
+
+    Parameters
+    ----------
+    spec : str
+        ``random:<arch>``, ``imagenet:<arch>``, ``checkpoint:<arch>:<path>`` or
+        ``pretrained:<arch>:<dataset-spec>``. The path or dataset spec is everything after the second colon,
+        so it may itself hold ``:`` and ``@`` (``pretrained:resnet18:medmnist-lto:breastmnist``,
+        ``pretrained:resnet18:cifar10@5000``). torchvision's names are accepted as architecture aliases
+        (``efficientnet_v2_s`` -> ``efficientnetv2_s``).
+
+    Returns
+    -------
+    SourceSpec
+        With ``str(result)`` the canonical spec (use it in cache keys).
+
+    Raises
+    ------
+    ConfigError
+        Malformed spec, unknown kind or architecture (the message lists the valid choices), a missing or
+        superfluous ``:<arg>``.
+
+    Examples
+    --------
+    >>> parse_spec("pretrained:resnet18:medmnist-lto:breastmnist")
+    SourceSpec(kind='pretrained', arch='resnet18', arg='medmnist-lto:breastmnist')
+    """
+    if isinstance(spec, SourceSpec):
+        return spec
+    if not isinstance(spec, str):
+        raise ConfigError(f"source spec must be a string, got {type(spec).__name__}")
+    kind, sep, rest = spec.strip().partition(":")
+    kind = kind.lower()
+    if not sep:
+        raise ConfigError(
+            f"source spec {spec!r} must look like '<kind>:<arch>[:<arg>]' with kind one of "
+            f"{', '.join(KINDS)}, e.g. 'random:resnet18', 'imagenet:resnet50', "
+            "'checkpoint:resnet50:/path/weights.safetensors', 'pretrained:resnet18:cifar10'"
+        )
+    if kind not in KINDS:
+        raise unknown_choice("source kind", kind, KINDS)
+    arch_part, sep2, arg = rest.partition(":")
+    arch = _canonical_arch(arch_part)
+    if kind in ("random", "imagenet"):
+        if sep2:
+            raise ConfigError(f"source spec {spec!r}: '{kind}:' takes no argument after the architecture")
+        return SourceSpec(kind, arch, None)
+    arg = arg.strip()
+    if not arg:
+        what = "a checkpoint path" if kind == "checkpoint" else "a dataset spec (e.g. cifar10)"
+        raise ConfigError(f"source spec {spec!r}: '{kind}:{arch}:' needs {what} after the architecture")
+    return SourceSpec(kind, arch, arg)
+
+
+def imagenet_weights_file(arch: str) -> tuple[Path, str]:
+    """Where torch's hub cache keeps ``arch``'s ImageNet weights, and their download URL."""
+    weights = getattr(tvm.get_model_weights(get_architecture(arch).builder), IMAGENET_WEIGHTS)
+    url = weights.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url), url
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    file, url = imagenet_weights_file(arch)
+    if not file.is_file():
+        how = (
+            f"download {url} on a machine with internet and copy it to {file} (or point $TORCH_HOME at a "
+            "folder whose hub/checkpoints/ holds it)"
+        )
+        if paths.is_offline():
+            raise DataMissingError(
+                f"imagenet:{arch} needs torchvision's ImageNet weights {file.name}, which are not in the "
+                f"torch hub cache {file.parent} and cannot be downloaded offline; {how}. Offline, use "
+                f"'pretrained:{arch}:cifar10' as the natural source"
+            )
+        match = torch.hub.HASH_REGEX.search(file.name)  # torchvision file names carry a SHA-256 prefix
+        file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(
+                url, str(file), hash_prefix=match.group(1) if match else None, progress=True
+            )
+        except Exception as exc:  # URLError, HTTPError, timeouts: all mean "not available"
+            raise DataMissingError(f"downloading {url} to {file} failed ({exc}); {how}") from exc
+    try:
+        return torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IncompatibleError(
+            f"cannot read ImageNet weights {file} ({exc}); delete it and download again"
+        ) from exc
+
+
+def pretrain_settings(dataset: str, profile: Profile | str | None = None, *, seed: int = 0,
+                      **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for :func:`cfct.train.pretrain` of a ``pretrained:<arch>:<dataset>`` source.
+
+    Taken from the profile's pre-training fields (:class:`cfct.config.Profile`): the image size is
+    ``pretrain_image_size`` when set, else ``natural_size`` for CIFAR-10 and ``image_size`` for every other
+    dataset; ``overrides`` win.
+    """
+    prof = as_profile(profile)
+    natural = dataset.split("@")[0].split(":")[0] in NATURAL_SOURCES
+    settings: dict[str, Any] = {
+        "image_size": int(prof.pretrain_image_size or (prof.natural_size if natural else prof.image_size)),
+        "epochs": prof.pretrain_epochs,
+        "max_images": prof.pretrain_max_images,
+        "batch_size": prof.pretrain_batch_size,
+        "seed": seed,
+    }
+    if prof.pretrain_lr is not None:  # else train.pretrain's default (kept out of the cache key, as before)
+        settings["lr"] = prof.pretrain_lr
+    settings.update(overrides)
+    return settings
+
+
+def pretrain_config(arch: str, dataset: str, *, image_size: int, epochs: int, max_images: int | None,
+                    batch_size: int, lr: float, seed: int = 0, augment: str = "none") -> dict[str, Any]:
+    """The cache key (results kind ``pretrain``) of a pre-training run: what identifies its weights."""
+    return {"version": PRETRAIN_VERSION, "arch": arch, "dataset": dataset, "image_size": int(image_size),
+            "epochs": int(epochs), "max_images": None if max_images is None else int(max_images),
+            "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "optimizer": "adam",
+            "augment": augment, "normalization": "half"}
+
+
+def pretrained_run(spec: str | SourceSpec, *, store: results.Store | None = None,
+                   profile: Profile | str | None = None, seed: int = 0,
+                   pretrain_kwargs: Mapping[str, Any] | None = None) -> results.Run | None:
+    """The stored pre-training run of a ``pretrained:`` source, or None when it has not been computed yet.
+
+    :func:`cfct.train.pretrain` (or :func:`cfct.train.load_source`, or a chapter's stage-0 jobs) computes it.
+    """
+    src = parse_spec(spec)
+    if src.kind != "pretrained":
+        raise ConfigError(f"{src} is not a 'pretrained:' source")
+    # pretrain_kwargs may name the seed itself (cfct.train pins pre-training seeds): it wins over `seed`.
+    kwargs = pretrain_settings(src.arg, profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
+    store = store if store is not None else results.default_store()
+    return store.get("pretrain", pretrain_config(src.arch, src.arg, **kwargs))
+
+
+def source_config(spec: str, *, profile: Profile | str | None = None, seed: int = 0,
+                  pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A JSON-able description that identifies a source's weights, for cache keys.
+
+    ``random:`` -> the spec and seed; ``imagenet:`` -> the torchvision weights name; ``checkpoint:`` -> the
+    file's SHA-256 (so an edited file invalidates results); ``pretrained:`` -> the :func:`pretrain_settings`.
+    New kinds (``imagenet:`` weights of other libraries, ``ct:`` sources) add a branch here and in :func:`create`.
+    """
+    src = parse_spec(spec)
+    out: dict[str, Any] = {"spec": str(src)}
+    if src.kind == "random":
+        out["seed"] = seed
+    elif src.kind == "imagenet":
+        out["weights"] = IMAGENET_WEIGHTS
+    elif src.kind == "checkpoint":
+        out["sha256"] = paths.file_hash(_resolve_path(src.arg), "sha256")
+    else:
+        out["pretrain"] = pretrain_settings(src.arg, profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
+    return out
+
+
+def create(
+    spec: str | SourceSpec,
+    num_classes: int | None = None,
+    *,
+    input_size: int = 224,
+    store: results.Store | None = None,
+    profile: Profile | str | None = None,
+    seed: int | None = 0,
+    pretrain_kwargs: Mapping[str, Any] | None = None,
+) -> Classifier:
+    """Build a :class:`Classifier` from a source spec.
+
+    Parameters
+    ----------
+    spec : str
+        Source spec (:func:`parse_spec`).
+    num_classes : int or None
+        Classes of the target task: a new, seeded head of this size replaces the source's. None keeps the
+        source's own head (ImageNet's 1000 classes, a checkpoint's or pre-trained source's head), as LEEP
+        needs; ``random:`` has no source head and then needs ``num_classes``.
+    input_size : int
+        Image side the model will see; checked against the architecture (:func:`check_input_size`).
+    store : cfct.results.Store, optional
+        Store holding the pre-training runs of ``pretrained:`` sources (default store when None). The run must
+        exist (:func:`cfct.train.load_source` pre-trains first).
+    profile : str or cfct.config.Profile, optional
+        Profile giving the pre-training settings of ``pretrained:`` sources ($CFCT_PROFILE or 'quick').
+    seed : int or None
+        Seeds the random initialisation (of everything for ``random:``, of the new head otherwise) without
+        touching the global RNG; None uses the global RNG. Also the pre-training seed of ``pretrained:``.
+    pretrain_kwargs : mapping, optional
+        Overrides of :func:`pretrain_settings` (epochs, max_images, lr, ...).
+
+    Raises
+    ------
+    ConfigError
+        Bad spec, or ``random:`` without ``num_classes``.
+    DataMissingError
+        ``imagenet:`` weights not cached while offline (names the file, the cache folder and the URL), a
+        checkpoint file that does not exist, or a ``pretrained:`` source not pre-trained yet.
+    IncompatibleError
+        ``input_size`` too small; checkpoint keys that do not fit (named).
+    """
+    src = parse_spec(spec)
+    check_input_size(src.arch, input_size)
+    if num_classes is not None and (
+        not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1
+    ):
+        raise ConfigError(f"num_classes must be a positive int or None, got {num_classes!r}")
+    spec_str = str(src)
+
+    if src.kind == "random":
+        if num_classes is None:
+            raise ConfigError(
+                f"{spec_str} has no source head: pass num_classes (the target's number of classes)"
+            )
+        with _seeded(seed):
+            return Classifier(
+                src.arch, num_classes, spec=spec_str, normalization="half", input_size=input_size
+            )
+
+    # Sources with weights: read them first (fail fast on missing files before building big models).
+    metadata: dict[str, str] = {}
+    if src.kind == "imagenet":
+        state: dict[str, torch.Tensor] = _imagenet_state_dict(src.arch)
+        normalization, transform_input = "imagenet", src.arch == "googlenet"
+        where = f"torchvision {IMAGENET_WEIGHTS} weights"
+    else:
+        if src.kind == "checkpoint":
+            file = _resolve_path(src.arg)
+        else:
+            run = pretrained_run(src, store=store, profile=profile, seed=seed or 0, pretrain_kwargs=pretrain_kwargs)
+            if run is None:
+                raise DataMissingError(
+                    f"{spec_str} has not been pre-trained in the results store yet; cfct.train.load_source "
+                    "pre-trains it first (or run the chapter's stage-0 jobs, cfct.experiments.jobs)"
+                )
+            file = Path(run.file("model.safetensors"))
+        state, metadata = read_checkpoint(file)
+        normalization = metadata.get("normalization", "half")
+        transform_input = metadata.get("transform_input", "0") == "1"
+        where = str(file)
+        if metadata.get("arch") and metadata["arch"] != src.arch:
+            raise IncompatibleError(
+                f"checkpoint {file} holds a {metadata['arch']}, not a {src.arch} ({spec_str})"
+            )
+    source_classes = _head_classes(src.arch, state)
+    if num_classes is None and source_classes is None:
+        raise IncompatibleError(f"{where} has no classification head; pass num_classes for {spec_str}")
+    # Build without initialising (meta device): every weight is overwritten below, and random initialisation
+    # of VGG11 or ConvNeXt alone costs seconds on a CPU.
+    with torch.device("meta"):
+        model = Classifier(
+            src.arch,
+            num_classes or source_classes,
+            spec=spec_str,
+            normalization=normalization,
+            transform_input=transform_input,
+            input_size=input_size,
+        )
+    model.to_empty(device="cpu")
+    for name, buffer in model.named_buffers():
+        if name.endswith("num_batches_tracked"):  # absent from files converted from other frameworks
+            buffer.zero_()
+    try:
+        load_checkpoint(model, state, head="load" if num_classes is None else "skip")
+    except IncompatibleError as exc:
+        raise IncompatibleError(str(exc).replace("checkpoint state dict", f"checkpoint {where}", 1)) from None
+    if num_classes is not None:
+        model.replace_head(num_classes, seed=seed)
+    model.num_source_classes = source_classes
+    if metadata.get("stride_in_1x1") == "1":
+        # A converted Keras ResNet50 (cfct.radimagenet) computes v1 ResNet: strides in the first 1x1 conv.
+        from cfct.radimagenet import use_keras_strides
+
+        use_keras_strides(model.body)
+        model.stride_in_1x1 = True
+    return model
