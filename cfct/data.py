@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfct import paths
-from cfct.errors import ConfigError, DataMissingError, HashMismatchError, IncompatibleError, unknown_choice
+from cfct.errors import ConfigError, DataMissingError, IncompatibleError, unknown_choice
 
 __all__ = [
     "ImageSet",
@@ -60,7 +60,6 @@ __all__ = [
     "subsample_per_class",
     "stratified_subsample",
     "cv_splits",
-    "fetch_file",
     "to_tensor",
     "resize",
     "normalize",
@@ -338,76 +337,6 @@ def validate_target(spec: str) -> str:
     return t.spec
 
 
-# ----------------------------------------------------------------------------------------------- hashes
-def _file_hash(path: Path, algo: str) -> str:
-    """Hex digest of a file, remembered in ``$CFCT_DATA/cache/hashes.json`` by (path, size, mtime).
-
-    Large MedMNIST files (224 px: gigabytes) would otherwise be re-hashed by every process.
-    """
-    st = path.stat()
-    key = f"{algo}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    record = paths.cache_dir("cache") / "hashes.json"
-    try:
-        known = json.loads(record.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key in known:
-        return known[key]
-    h = hashlib.new(algo)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    known[key] = digest
-    tmp = record.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known))
-    os.replace(tmp, record)
-    return digest
-
-
-def _verify(path: Path, expected: str, algo: str = "md5") -> None:
-    actual = _file_hash(path, algo)
-    if actual.lower() != expected.lower():
-        raise HashMismatchError(
-            f"{algo.upper()} mismatch for {path}: expected {expected}, got {actual}. "
-            "The file is corrupt or truncated; delete it and download it again."
-        )
-
-
-def fetch_file(relpath: str, sha256: str, url: str | None = None) -> Path:
-    """An external file by relative path, mirror first, then ``$CFCT_DATA``, else downloaded with pooch.
-
-    Parameters
-    ----------
-    relpath : str
-        Path below ``$CFCT_MIRROR`` / ``$CFCT_DATA``, e.g. ``'published/.../scores.csv'``.
-    sha256 : str
-        Pinned SHA-256; a file that does not match raises :class:`HashMismatchError`.
-    url : str, optional
-        Where to download it from when it is on no local disk and the network is reachable.
-    """
-    searched = [r / relpath for r in paths.search_dirs()]
-    for c in searched:
-        if c.is_file():
-            _verify(c, sha256, "sha256")
-            return c
-    if url is None or paths.is_offline():
-        how = f"download it from {url}" if url else "copy it there"
-        raise DataMissingError(
-            f"file {Path(relpath).name!r} not found; searched: "
-            + ", ".join(str(c.parent) for c in searched)
-            + f"; {how} (offline: {paths.is_offline()})"
-        )
-    import pooch
-
-    target = paths.data_dir() / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    pooch.retrieve(
-        url, known_hash=f"sha256:{sha256}", fname=target.name, path=target.parent, progressbar=True
-    )
-    return target
-
-
 # ----------------------------------------------------------------------------------------------- MedMNIST
 def _size_flag(size: int) -> str:
     return "" if size == 28 else f"_{size}"
@@ -427,33 +356,10 @@ def medmnist_file(flag: str, size: int) -> tuple[str, str, str]:
     return f"{flag}{sf}.npz", info[f"MD5{sf}"], info[f"url{sf}"]
 
 
-def _locate_medmnist(flag: str, size: int, download: bool = True) -> Path:
-    """Verified path of a MedMNIST npz: mirror, then data dir, else medmnist's own download when online."""
+def _locate_medmnist(flag: str, size: int) -> Path:
+    """Verified path of a MedMNIST npz: mirror, then data dir, else downloaded (MD5-pinned) when online."""
     fname, md5, url = medmnist_file(flag, size)
-    folders = paths.search_dirs("medmnist")
-    for folder in folders:
-        if (folder / fname).is_file():
-            _verify(folder / fname, md5)
-            return folder / fname
-    if not download or paths.is_offline():
-        raise DataMissingError(
-            f"MedMNIST file {fname!r} not found; searched: {', '.join(str(f) for f in folders)}. "
-            f"Offline, so it cannot be downloaded: fetch {url} (MD5 {md5}) and put it in one of these "
-            "folders "
-            "(or set CFCT_MIRROR to a folder holding medmnist/)."
-        )
-    import medmnist
-
-    dest = paths.cache_dir("medmnist")
-    cls = getattr(medmnist, _medmnist_info()[flag]["python_class"])
-    try:
-        cls(split="train", root=str(dest), size=size, download=True)
-    except Exception as e:  # medmnist wraps every failure in a RuntimeError with its own hint
-        raise DataMissingError(
-            f"downloading MedMNIST file {fname!r} from {url} into {dest} failed: {e}"
-        ) from e
-    _verify(dest / fname, md5)
-    return dest / fname
+    return paths.fetch_file(f"medmnist/{fname}", md5, url, algo="md5")
 
 
 def _load_medmnist(flag: str, size: int, split: str) -> ImageSet:

@@ -12,14 +12,14 @@ the numbers printed in the thesis are kept in ``PRINTED_*`` constants, labelled 
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cfct import paths
-from cfct.errors import DataMissingError, HashMismatchError, unknown_choice
+from cfct import paths, stats
+from cfct import transferability as tr
+from cfct.errors import unknown_choice
 
 REPO = "DovileDo/transferability-in-medical-imaging"
 COMMIT = "7e308c4998e98d5781fbac5cdde2fa7c0002977d"
@@ -112,14 +112,6 @@ SOURCE_SIZES: dict[str, int] = {
 SOURCE_SIZES["medmnist"] = sum(SOURCE_SIZES[f] for f in SOURCE_SIZES if f.endswith("mnist"))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch(path: str) -> Path:
     """Local path of one published file (``results/...`` or ``finetuned_AUCs/...``), downloading it if needed.
 
@@ -138,38 +130,7 @@ def fetch(path: str) -> Path:
     """
     if path not in SHA256:
         raise unknown_choice("published file", path, sorted(SHA256))
-    rel = f"{RELDIR}/{path}"
-    expected = SHA256[path]
-    local = paths.find_file(rel)
-    url = URL.format(path=path)
-    if local is not None:
-        got = _sha256(local)
-        if got != expected:
-            raise HashMismatchError(
-                f"{local} has SHA-256 {got}, expected {expected} (published at commit "
-                f"{COMMIT[:12]}); delete it to re-download from {url}"
-            )
-        return local
-    searched = ", ".join(str(p) for p in paths.search_dirs(RELDIR))
-    if paths.is_offline():
-        raise DataMissingError(
-            f"published file {path!r} not found (searched {searched}) and offline; download "
-            f"{url} into {paths.data_dir() / RELDIR / Path(path).parent} or set CFCT_MIRROR"
-        )
-    import pooch
-
-    target = paths.data_dir() / RELDIR / Path(path).parent
-    try:
-        fetched = pooch.retrieve(
-            url, known_hash=f"sha256:{expected}", fname=Path(path).name, path=target, progressbar=False
-        )
-    except ValueError as err:  # pooch signals a hash mismatch with ValueError
-        raise HashMismatchError(f"downloaded {url} does not match SHA-256 {expected}: {err}") from err
-    except Exception as err:  # network errors: name what was tried
-        raise DataMissingError(
-            f"could not download published file {path!r} from {url} (searched {searched}): {err}"
-        ) from err
-    return Path(fetched)
+    return paths.fetch_file(f"{RELDIR}/{path}", SHA256[path], URL.format(path=path))
 
 
 def _check_scenario(scenario: str) -> None:
@@ -253,8 +214,6 @@ def method_scores(scenario: str = "dataset") -> dict[str, pd.DataFrame]:
     (Eq. 6.6; Eq. 6.8 in the model scenario); in the model scenario PARC, NCTI, LEEP and N-LEEP are reversed
     (1 - S), as in Table 6.3.
     """
-    from cfct import transferability as tr
-
     out = {m: scores(m, scenario) for m in ("logme", "parc", "sfda", "ncti", "leep", "nleep")}
     if scenario == "model":
         for m in tr.MODEL_REVERSED:
@@ -266,8 +225,6 @@ def method_scores(scenario: str = "dataset") -> dict[str, pd.DataFrame]:
 def ours(scenario: str = "dataset", terms: str = "both") -> pd.DataFrame:
     """The thesis metric from the published S_LP / S_FU terms; ``terms`` = both / lp / fu (ablation, Fig.
     6.6)."""
-    from cfct import transferability as tr
-
     lp, fu = scores("lp", scenario), scores("fu", scenario)
     return pd.DataFrame(
         {
@@ -279,8 +236,6 @@ def ours(scenario: str = "dataset", terms: str = "both") -> pd.DataFrame:
 
 def tau_table(scenario: str = "dataset") -> pd.DataFrame:
     """tau_w of each method (columns) on each target (rows) from the published files (Tables 6.2 / 6.3)."""
-    from cfct import stats
-
     return stats.tau_table(method_scores(scenario), aucs(scenario)[list(TARGETS)], TARGETS)
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from cfct.chapters import get_chapter
-from cfct.chapters import resolve
+from cfct.chapters import get_chapter, resolve
 from cfct.errors import CfctError
 
 KERNEL_NAME = "python3"

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cfct import data
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
 
 __all__ = [
@@ -629,8 +630,6 @@ def resnet_stages(model: nn.Module) -> dict[str, nn.Module]:
 
 def stimulus_preprocess(normalization: str) -> Callable[[np.ndarray], torch.Tensor]:
     """uint8 NHWC stimulus batch -> float (B, 3, H, W) normalised as the network expects (6.4.2)."""
-    from cfct import data
-
     if normalization not in data.NORMALIZATION:
         raise unknown_choice("normalization", normalization, data.NORMALIZATION)
     return lambda batch: data.normalize(data.to_tensor(batch), normalization)

@@ -32,6 +32,7 @@ from cfct import paths, results
 from cfct.config import Profile, as_profile
 from cfct.data import NATURAL_SOURCES
 from cfct.errors import ConfigError, DataMissingError, IncompatibleError, unknown_choice
+from cfct.radimagenet import use_keras_strides
 from cfct.zoo import (
     Classifier,
     _canonical_arch,
@@ -351,8 +352,6 @@ def create(
     model.num_source_classes = source_classes
     if metadata.get("stride_in_1x1") == "1":
         # A converted Keras ResNet50 (cfct.radimagenet) computes v1 ResNet: strides in the first 1x1 conv.
-        from cfct.radimagenet import use_keras_strides
-
         use_keras_strides(model.body)
         model.stride_in_1x1 = True
     return model

@@ -36,17 +36,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from cfct import shortcuts
+from cfct.data import ImageSet, normalize, to_tensor
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
-
-if TYPE_CHECKING:  # imported lazily at run time: cfct.data pulls in medmnist/torchvision
-    from cfct.data import ImageSet
+from cfct.shortcuts import lowpass_denoise
+from cfct.train import resolve_device
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -342,9 +342,7 @@ def input_gradients(
     x = images.detach().clone().requires_grad_(True)
     inputs = x
     if normalization not in (None, "none"):
-        from cfct import data
-
-        inputs = data.normalize(x, normalization)
+        inputs = normalize(x, normalization)
     with torch.enable_grad():
         logits = model(inputs)
         if labels is None:
@@ -453,11 +451,9 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor | None, str]:
         task = "multi-label" if labels is not None and labels.ndim == 2 else "multi-class"
         return images, labels, task
     if hasattr(data, "images") and hasattr(data, "labels"):
-        from cfct import data as cdata
-
         if len(data) == 0:
             raise ConfigError(f"dataset {data.name!r} is empty")
-        return cdata.to_tensor(data.images), torch.as_tensor(np.asarray(data.labels)), data.task
+        return to_tensor(data.images), torch.as_tensor(np.asarray(data.labels)), data.task
     raise ConfigError(f"data must be an ImageSet or an (images, labels) pair, got {type(data).__name__}")
 
 
@@ -465,13 +461,7 @@ def _resolve_device(model: nn.Module, device: str | torch.device) -> torch.devic
     if isinstance(device, torch.device):
         return device
     if device == "auto":
-        try:
-            from cfct.train import resolve_device
-
-            return resolve_device("auto")
-        except ImportError:  # pragma: no cover - the train module is part of the package
-            params = list(model.parameters())
-            return params[0].device if params else torch.device("cpu")
+        return resolve_device("auto")
     return torch.device(device)
 
 
@@ -560,8 +550,6 @@ def lowpass(images: np.ndarray, cutoff: float) -> np.ndarray:
     the edit can be read off the learning-priority plots, and follows this module's layouts. Returns float64
     of the input's shape (no rounding).
     """
-    from cfct.shortcuts import lowpass_denoise
-
     x, single = _images_float(images)
     side = min(x.shape[1], x.shape[2])
     cycles_per_pixel = float(cutoff) * (side // 2 - 1) / side * (1 + 1e-9)  # ring edge stays inside

@@ -392,12 +392,12 @@ def test_augment_bad_policy_and_param() -> None:
 def test_fetch_file_sha256(mirror: Path, offline) -> None:
     line = (mirror / "nih-cxr14-sample" / "SHA256SUMS").read_text().splitlines()[1]
     sha, rel = line.split()
-    path = data.fetch_file(f"nih-cxr14-sample/{rel}", sha)
+    path = paths.fetch_file(f"nih-cxr14-sample/{rel}", sha)
     assert path == mirror / "nih-cxr14-sample" / rel
     with pytest.raises(HashMismatchError, match=sha[:8] + "|expected"):
-        data.fetch_file(f"nih-cxr14-sample/{rel}", "0" * 64)
+        paths.fetch_file(f"nih-cxr14-sample/{rel}", "0" * 64)
     with pytest.raises(DataMissingError, match="nope.csv"):
-        data.fetch_file("published/nope.csv", "0" * 64, url="https://example.org/nope.csv")
+        paths.fetch_file("published/nope.csv", "0" * 64, url="https://example.org/nope.csv")
 
 
 def test_csv_folder_without_splits_pretrains_on_all_images() -> None:
