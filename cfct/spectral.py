@@ -774,7 +774,7 @@ def nlm_denoise(
 class SpectralArtifact(shortcuts.Confounder):
     """A :class:`cfct.shortcuts.Confounder` whose artifact function lives in this module (NLM denoising).
 
-    Chapter 4's set construction (:func:`cfct.experiments.ch4.experiment_sets`: the artifact in a fraction of the
+    Chapter 4's set construction (:func:`cfct.experiments.robustness.experiment_sets`: the artifact in a fraction of the
     positive training images, in every negative of the o.o.d. test set) and its on-disk cache take it like
     any registered confounder; only :meth:`add` differs.
     """

@@ -20,6 +20,7 @@ from cfct.errors import ConfigError, IncompatibleError
 
 __all__ = [
     "roc_auc",
+    "fold_summary",
     "permutation_test",
     "mean_ci",
     "weighted_tau",
@@ -100,6 +101,44 @@ def _as_1d(values, name: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
+
+
+def fold_summary(table: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str],
+                 confidence: float = 0.95) -> pd.DataFrame:
+    """Per group of ``keys`` and per metric: mean over folds, standard deviation, Student-t CI, count.
+
+    The one summary of repeated runs every chapter uses (Table 3.2, Figs. 4.3-4.4, 5.2-5.4).
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per run, with the ``keys`` columns and one column per metric.
+    metrics, keys : sequence of str
+        Metric columns to summarise; grouping columns (groups keep their first-appearance order).
+    confidence : float
+        Level of the interval (:func:`mean_ci`).
+
+    Returns
+    -------
+    DataFrame
+        Long format: ``keys``, ``metric``, ``mean``, ``std`` (ddof 1; 0 for a single run), ``ci_low``,
+        ``ci_high``, ``n``. Missing values are left out; a group without values is left out.
+    """
+    missing = [c for c in [*keys, *metrics] if c not in table.columns]
+    if missing:
+        raise ConfigError(f"fold_summary: the table has no column(s) {missing}; columns: {list(table.columns)}")
+    rows = []
+    for key, group in table.groupby(list(keys), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        for metric in metrics:
+            values = group[metric].dropna().to_numpy(dtype=float)
+            if len(values) == 0:
+                continue
+            mean, low, high = mean_ci(values, confidence)
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            rows.append({**dict(zip(keys, key, strict=True)), "metric": metric, "mean": mean, "std": std,
+                         "ci_low": low, "ci_high": high, "n": len(values)})
+    return pd.DataFrame(rows, columns=[*keys, "metric", "mean", "std", "ci_low", "ci_high", "n"])
 
 
 def permutation_test(a, b, *, n_resamples: int = 10000, paired: bool = True, seed: int = 0) -> float:

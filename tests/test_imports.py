@@ -59,6 +59,6 @@ def test_every_module_imports_in_a_fresh_interpreter(order: str) -> None:
         modules.reverse()
     elif order == "shuffled":
         random.Random(0).shuffle(modules)
-    code = "import importlib\nfor m in %r:\n    importlib.import_module(m)\n" % modules
+    code = f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -15,7 +15,7 @@ import torch
 
 from cfct import data, shortcuts
 from cfct.errors import ConfigError
-from cfct.experiments import ch4
+from cfct.experiments import ch4, robustness
 
 RNG = np.random.default_rng(0)
 
@@ -306,7 +306,7 @@ def test_dev_splits_group_disjoint_with_both_classes() -> None:
 def test_confounded_sets_have_the_stated_composition(pneumonia: data.ImageSet) -> None:
     dev_idx, test_idx = shortcuts.split_dev_test(pneumonia.labels, n_dev=100, n_test=60, pos_fraction=0.3, seed=0)
     dev, test = pneumonia.subset(dev_idx), pneumonia.subset(test_idx)
-    sets = ch4.confounded_sets(dev, test, "tag", 0.5, seed=0)
+    sets = robustness.confounded_sets(dev, test, "tag", 0.5, seed=0)
     comp = sets.composition().set_index(["set", "class"])["with confounder"]
     assert comp[("dev", "positive")] == 15 and comp[("dev", "negative")] == 0
     assert comp[("iid", "positive")] == 9 and comp[("iid", "negative")] == 0
@@ -318,7 +318,7 @@ def test_confounded_sets_have_the_stated_composition(pneumonia: data.ImageSet) -
         sets.ood.images[:, box[0] : box[2], box[1] : box[3]] != test.images[:, box[0] : box[2], box[1] : box[3]]
     ).reshape(len(test), -1).any(axis=1).sum() == 42
     # p_art = 0 leaves the development set (and its fingerprint) untouched, so runs are shared.
-    zero = ch4.confounded_sets(dev, test, "tag", 0.0, seed=0)
+    zero = robustness.confounded_sets(dev, test, "tag", 0.0, seed=0)
     assert zero.dev.fingerprint() == dev.fingerprint()
 
 
@@ -327,10 +327,10 @@ def test_confounded_sets_are_cached(pneumonia: data.ImageSet) -> None:
 
     dev, test = pneumonia.subset(np.arange(0, 80)), pneumonia.subset(np.arange(80, 140))
     before = set(paths.cache_dir("shortcuts").glob("*.npz"))
-    a = ch4.confounded_sets(dev, test, "noise", 0.8, seed=4)
+    a = robustness.confounded_sets(dev, test, "noise", 0.8, seed=4)
     written = set(paths.cache_dir("shortcuts").glob("*.npz")) - before
     assert len(written) == 3  # dev, iid, ood
-    b = ch4.confounded_sets(dev, test, "noise", 0.8, seed=4)
+    b = robustness.confounded_sets(dev, test, "noise", 0.8, seed=4)
     assert set(paths.cache_dir("shortcuts").glob("*.npz")) - before == written
     np.testing.assert_array_equal(a.dev.images, b.dev.images)
     np.testing.assert_array_equal(a.ood.images, b.ood.images)
@@ -338,7 +338,7 @@ def test_confounded_sets_are_cached(pneumonia: data.ImageSet) -> None:
 
 def test_two_level_noise_treats_every_image(pneumonia: data.ImageSet) -> None:
     dev, test = pneumonia.subset(np.arange(0, 60)), pneumonia.subset(np.arange(60, 100))
-    sets = ch4.confounded_sets(dev, test, "noise-levels", 0.0, seed=0, cache=False)
+    sets = robustness.confounded_sets(dev, test, "noise-levels", 0.0, seed=0, cache=False)
     # p_art = 0: no image has the high noise level, yet every image got the base level.
     assert not sets.dev_artifact.any()
     assert (sets.dev.images != dev.images).reshape(60, -1).any(axis=1).mean() > 0.9

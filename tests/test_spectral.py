@@ -14,7 +14,7 @@ from torch import nn
 
 from cfct import sources, spectral
 from cfct.errors import ConfigError, IncompatibleError
-from cfct.experiments import ch4, ch5
+from cfct.experiments import ch5, robustness
 
 
 def _wave(size: int, u: int, v: int, phase: float = 0.3) -> np.ndarray:
@@ -312,7 +312,7 @@ def test_balanced_sizes_cap_at_the_pools_known_counts(mirror) -> None:
 
 def test_nlm_artifact_builds_chapter4_sets_with_stated_composition(mirror) -> None:
     artifact = spectral.get_artifact("nlm-denoising")
-    sets = ch4.experiment_sets("breastmnist", artifact, 0.5, size=28, n_dev=60, n_test=40,
+    sets = robustness.experiment_sets("breastmnist", artifact, 0.5, size=28, n_dev=60, n_test=40,
                                      pos_fraction=0.5, seed=0, cache=False)
     comp = sets.composition().set_index(["set", "class"])
     assert comp.loc[("dev", "positive"), "with confounder"] == 15  # half of the 30 positives
@@ -377,12 +377,12 @@ def test_summarize_and_robustness_table() -> None:
     import pandas as pd
 
     table = pd.DataFrame({
-        "target": "t", "source": ["a"] * 4 + ["b"] * 4, "degradation": [0, 0, 1, 1] * 2, "fold": [0, 1] * 4,
+        "target": "t", "source": ["a"] * 4 + ["b"] * 4, "p_art": [0, 0, 1, 1] * 2, "fold": [0, 1] * 4,
         "ood_auc": [0.9, 0.8, 0.5, 0.3, 0.8, 0.8, 0.7, 0.7],
         "iid_auc": [0.9, 0.8, 1.0, 1.0, 0.8, 0.8, 0.9, 0.9],
     })
     summary = ch5.summarize(table)
-    pick = (summary.source == "a") & (summary.degradation == 1) & (summary.metric == "ood_auc")
+    pick = (summary.source == "a") & (summary.p_art == 1) & (summary.metric == "ood_auc")
     row = summary[pick].iloc[0]
     assert row["mean"] == pytest.approx(0.4) and row["std"] == pytest.approx(np.std([0.5, 0.3], ddof=1))
     robust = ch5.robustness_table(summary).set_index("source")

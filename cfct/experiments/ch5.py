@@ -12,12 +12,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from torch import nn
-from tqdm.auto import tqdm
 
-from cfct import data, paths, results, shortcuts, sources, stats, train
+from cfct import data, results, shortcuts, sources, stats, train
 from cfct.data import ImageSet
 from cfct.errors import ConfigError, unknown_choice
-from cfct.experiments import ch4
+from cfct.experiments import robustness
 from cfct.spectral import (
     SOURCE_EDITS,
     _check_imageset,
@@ -75,8 +74,8 @@ def edited_source(
 
     The edited source sees exactly the images the unedited ``pretrained:<arch>:<dataset>`` source sees (same
     profile settings: image size, seeded subsample, epochs, batch size, learning rate), each edited by
-    :func:`edit_source`. The edited images are written once as an image folder under
-    ``$CFCT_DATA/spectral/`` and pre-trained with :func:`cfct.train.pretrain` (cached in the results store).
+    :func:`edit_source`. The edited images are written once as an image folder in the results store (kind
+    ``ch5-edited-images``) and pre-trained with :func:`cfct.train.pretrain` (cached in the results store).
 
     Parameters
     ----------
@@ -99,20 +98,23 @@ def edited_source(
         ``checkpoint:<arch>:<path of the pre-trained weights>``: a spec every fine-tune accepts; its cache
         key is the checkpoint's SHA-256.
     """
-
     if edit not in SOURCE_EDITS:
         raise unknown_choice("source edit", edit, SOURCE_EDITS)
     settings = sources.pretrain_settings(dataset, profile=profile, seed=train.SOURCE_SEED)
     config = {"version": 1, "dataset": dataset, "edit": edit, "params": edit_params,
               "image_size": settings["image_size"], "max_images": settings["max_images"],
               "seed": settings["seed"]}
-    root = paths.cache_dir("spectral") / f"{edit}-{results.config_hash(config)}"
-    if not (root / "DONE").exists():
+    store = store if store is not None else results.default_store()
+
+    def compute(workdir: Path) -> dict[str, Any]:
         ds = data.load_dataset(dataset, settings["image_size"], split="train", seed=settings["seed"])
         max_images = settings["max_images"]
         if max_images is not None and len(ds) > max_images:  # the subsample train.pretrain would draw
             ds = ds.subset(data.stratified_subsample(ds.labels, int(max_images), settings["seed"]))
-        write_image_folder(edit_source(ds, edit, **edit_params), root)
+        write_image_folder(edit_source(ds, edit, **edit_params), workdir / "images")
+        return {"n_images": len(ds)}
+
+    root = store.cached("ch5-edited-images", config, compute).path / "images"
     run = train.pretrain(arch, f"imagefolder:{root}", **{**settings, "max_images": None}, store=store,
                          progress=progress)
     return f"checkpoint:{arch}:{run.file('model.safetensors')}"
@@ -167,9 +169,9 @@ class ShortcutRuns:
     Attributes
     ----------
     table : DataFrame
-        One row per (degradation, fold, source): ``iid_auc``, ``ood_auc``, ``val_auc``, epochs, seconds.
+        One row per (p_art, fold, source): ``iid_auc``, ``ood_auc``, ``val_auc``, epochs, seconds.
     priorities : DataFrame
-        One row per (degradation, fold, source, radial bin): ``k``, ``omega`` (normalised frequency) and
+        One row per (p_art, fold, source, radial bin): ``k``, ``omega`` (normalised frequency) and
         ``psd`` (learning priority of the fine-tuned model on the clean probe images).
     probe : ImageSet
         The clean test images the learning priorities are measured on.
@@ -185,7 +187,7 @@ def frequency_shortcut_experiment(
     artifact: str | shortcuts.Confounder,
     sources: Mapping[str, str],
     *,
-    degradations: tuple[float, ...] = shortcuts.P_ART_LEVELS,
+    p_arts: tuple[float, ...] = shortcuts.P_ART_LEVELS,
     folds: int = 5,
     size: int = 28,
     n_dev: int = 250,
@@ -199,13 +201,14 @@ def frequency_shortcut_experiment(
     profile: Any = None,
     progress: bool = True,
 ) -> ShortcutRuns:
-    """Fine-tune every source at every degradation and fold; o.o.d. / i.i.d. AUC and learning priorities.
+    """Fine-tune every source at every p_art (degradation) and fold; o.o.d. / i.i.d. AUC and learning priorities.
 
     "Degradation" (5.1.2) is the fraction of positive training images carrying the artifact; the o.o.d. test
     set carries it in every negative and no positive, the i.i.d. test set is drawn like the training set.
     The sets, folds, fine-tunes and o.o.d. evaluations are Chapter 4's
-    (:func:`cfct.experiments.ch4.experiment_sets`, :func:`~cfct.shortcuts.dev_splits`, :func:`cfct.train.finetune`,
-    :func:`~cfct.experiments.ch4.evaluate_ood`), so a run both chapters need (the same target, artifact and
+    (:func:`cfct.experiments.robustness.sweep`: :func:`~cfct.experiments.robustness.experiment_sets`,
+    :func:`~cfct.shortcuts.dev_splits`, :func:`cfct.train.finetune`, :func:`~cfct.experiments.robustness.evaluate_ood`),
+    so a run both chapters need (the same target, artifact and
     settings) is computed once. Each fine-tuned model's learning priority is then measured on the same clean
     test images (:func:`finetuned_priority`).
 
@@ -217,7 +220,7 @@ def frequency_shortcut_experiment(
         Key of :data:`ARTIFACTS` (or any image confounder of Chapter 4).
     sources : mapping of str to str
         Role -> source spec (e.g. natural, medical, random, and the edited sources of 5.2.4).
-    degradations : tuple of float
+    p_arts : tuple of float
         Fractions of positive training images with the artifact.
     folds : int
         Train/validation splits of the development set (thesis: 5).
@@ -252,37 +255,16 @@ def frequency_shortcut_experiment(
     probe = probe_set(target, conf, size=size, n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction,
                       seed=seed)
     n_bins = size // 2
-    plan = [(p, k, role) for p in degradations for k in range(int(folds)) for role in sources]
     rows, curves = [], []
-    bar = tqdm(total=len(plan), desc=f"{target} / {conf.name}", disable=not progress)
-    for p in degradations:
-        sets = ch4.experiment_sets(target, conf, p, size=size, n_dev=n_dev, n_test=n_test,
-                                         pos_fraction=pos_fraction, seed=seed)
-        splits = shortcuts.dev_splits(sets.dev.labels, k=folds, val_fraction=val_fraction,
-                                      groups=sets.dev.groups, seed=seed)
-        for k, (tr, va) in enumerate(splits):
-            cfg = dataclasses.replace(finetune, seed=finetune.seed + k)
-            for role, spec in sources.items():
-                bar.set_postfix_str(f"degradation={p:g} fold={k} {role}")
-                res = train.finetune(spec, sets.dev.subset(tr), sets.dev.subset(va), sets.iid, cfg,
-                                     store=store, profile=profile, progress=False)
-                ood_probs = ch4.evaluate_ood(res, sets.ood, store=store, device=cfg.device)
-                psd = finetuned_priority(res, probe, n_images=priority_images, store=store, device=cfg.device)
-                rows.append({
-                    "target": target, "artifact": conf.name, "source": role, "spec": spec,
-                    "degradation": float(p), "fold": k,
-                    "iid_auc": float(res.metrics["test_auc"]),
-                    "ood_auc": stats.roc_auc(np.asarray(sets.ood.labels), ood_probs),
-                    "val_auc": float(res.metrics["val_auc"]),
-                    "epochs": int(res.metrics["epochs"]), "seconds": float(res.metrics["seconds"]),
-                    "n_train": len(tr), "n_val": len(va), "n_test": len(sets.iid),
-                })
-                curves.append(pd.DataFrame({
-                    "target": target, "artifact": conf.name, "source": role, "degradation": float(p),
-                    "fold": k, "k": np.arange(n_bins), "omega": normalized_frequencies(n_bins), "psd": psd,
-                }))
-                bar.update()
-    bar.close()
+    for run in robustness.sweep(target, conf, sources, finetune, p_arts=p_arts, folds=folds, size=size,
+                                n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction, val_fraction=val_fraction,
+                                seed=seed, store=store, profile=profile, progress=progress):
+        psd = finetuned_priority(run.result, probe, n_images=priority_images, store=store, device=finetune.device)
+        rows.append(run.row())
+        curves.append(pd.DataFrame({
+            "target": target, "confounder": conf.name, "source": run.role, "p_art": run.p_art, "fold": run.fold,
+            "k": np.arange(n_bins), "omega": normalized_frequencies(n_bins), "psd": psd,
+        }))
     return ShortcutRuns(pd.DataFrame(rows), pd.concat(curves, ignore_index=True), probe)
 
 
@@ -291,17 +273,14 @@ def probe_set(target: str, artifact: str | shortcuts.Confounder, *, size: int, n
     """The clean test set of a target (the i.i.d. set at degradation 0), on which every model's learning
     priority and the artifact's PSD are measured."""
     conf = artifact if isinstance(artifact, shortcuts.Confounder) else get_artifact(artifact)
-    return ch4.experiment_sets(target, conf, 0.0, size=size, n_dev=n_dev, n_test=n_test,
+    return robustness.experiment_sets(target, conf, 0.0, size=size, n_dev=n_dev, n_test=n_test,
                                      pos_fraction=pos_fraction, seed=seed).iid
 
 
 def summarize(table: pd.DataFrame, metrics: tuple[str, ...] = ("ood_auc", "iid_auc"),
-              keys: tuple[str, ...] = ("target", "source", "degradation")) -> pd.DataFrame:
-    """Mean and standard deviation over folds (as Figs. 5.2 and 5.4 plot), long format per metric."""
-    long = table.melt(id_vars=list(keys) + ["fold"], value_vars=list(metrics), var_name="metric")
-    grouped = long.groupby(list(keys) + ["metric"], sort=False)["value"]
-    out = grouped.agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, n="count")
-    return out.reset_index()
+              keys: tuple[str, ...] = ("target", "source", "p_art")) -> pd.DataFrame:
+    """Mean and standard deviation over folds (as Figs. 5.2 and 5.4 plot), :func:`cfct.stats.fold_summary`."""
+    return stats.fold_summary(table, metrics, keys)
 
 
 def balanced_sizes(target: str, size: int, n_dev: int, n_test: int, *,
@@ -318,7 +297,7 @@ def balanced_sizes(target: str, size: int, n_dev: int, n_test: int, *,
         n_neg = len(labels) - n_pos
         return int(min(n_pos / pos_fraction, n_neg / (1 - pos_fraction)))
 
-    dev_pool, test_pool = ch4.load_pools(target, size)
+    dev_pool, test_pool = robustness.load_pools(target, size)
     if test_pool is not None:
         return min(int(n_dev), cap(dev_pool.labels)), min(int(n_test), cap(test_pool.labels))
     total = int(0.9 * cap(dev_pool.labels))
@@ -383,13 +362,13 @@ def robustness_table(summary: pd.DataFrame) -> pd.DataFrame:
     degradation), o.o.d. and i.i.d., and the o.o.d. drop between them (from :func:`summarize`)."""
     rows = []
     for (target, role), d in summary.groupby(["target", "source"], sort=False):
-        lo, hi = d["degradation"].min(), d["degradation"].max()
+        lo, hi = d["p_art"].min(), d["p_art"].max()
 
         def at(level: float, metric: str, frame: pd.DataFrame = d) -> float:
-            v = frame[(frame["degradation"] == level) & (frame["metric"] == metric)]["mean"]
+            v = frame[(frame["p_art"] == level) & (frame["metric"] == metric)]["mean"]
             return float(v.iloc[0]) if len(v) else float("nan")
 
-        ood = d[(d["metric"] == "ood_auc") & (d["degradation"] > lo)]["mean"]
+        ood = d[(d["metric"] == "ood_auc") & (d["p_art"] > lo)]["mean"]
         rows.append({"target": target, "source": role, "ood_auc_clean": at(lo, "ood_auc"),
                      "ood_auc_max": at(hi, "ood_auc"), "ood_auc_mean_degraded": float(ood.mean()),
                      "iid_auc_max": at(hi, "iid_auc"), "ood_drop": at(lo, "ood_auc") - at(hi, "ood_auc")})

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from cfct import data
+from cfct import data, stats
 from cfct.errors import ConfigError, unknown_choice
 from cfct.train import FinetuneConfig, FinetuneResult, finetune
 
@@ -172,8 +172,9 @@ def matrix_table(runs: Sequence[TransferRun]) -> pd.DataFrame:
 
 def summarize_auc(table: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std test AUC (x100) over folds per target, source and strategy (the layout of Table 3.2)."""
-    grouped = table.groupby(["target", "source", "strategy"], sort=False)["test_auc"]
-    out = grouped.agg(auc_mean="mean", auc_std="std", folds="count").reset_index()
+    summary = stats.fold_summary(table, ["test_auc"], ["target", "source", "strategy"])
+    out = summary.rename(columns={"mean": "auc_mean", "std": "auc_std", "n": "folds"})
+    out = out[["target", "source", "strategy", "auc_mean", "auc_std", "folds"]].copy()
     out[["auc_mean", "auc_std"]] *= 100
     return out
 

@@ -168,7 +168,7 @@ def robustness(
     Parameters
     ----------
     summary : DataFrame
-        From :func:`cfct.experiments.ch5.summarize`: ``target, source, degradation, metric, mean, std, n``.
+        From :func:`cfct.experiments.ch5.summarize`: ``target, source, p_art, metric, mean, std, n``.
     metrics : sequence
         One row of panels per metric (Fig. 5.2: o.o.d. on top, i.i.d. below; Fig. 5.4: o.o.d. only).
     targets, sources : sequence, optional
@@ -186,10 +186,10 @@ def robustness(
             ax = axes[i, j]
             for role in sources:
                 d = summary[(summary["target"] == target) & (summary["source"] == role)
-                            & (summary["metric"] == metric)].sort_values("degradation")
+                            & (summary["metric"] == metric)].sort_values("p_art")
                 if d.empty:
                     continue
-                x, m, s = d["degradation"].to_numpy(), d["mean"].to_numpy(), d["std"].to_numpy()
+                x, m, s = d["p_art"].to_numpy(), d["mean"].to_numpy(), d["std"].to_numpy()
                 ax.plot(x, m, marker="o", ms=3.5, color=_color(role), ls=_style(role), label=role)
                 if (s > 0).any():
                     alpha = 0.12 if _style(role) == "-" else 0.06
@@ -199,7 +199,7 @@ def robustness(
             if i == 0:
                 ax.set_title((target_labels or {}).get(target, target), fontsize=10)
             if i == len(metrics) - 1:
-                ax.set_xlabel("degradation")
+                ax.set_xlabel("p_art (degradation)")
             if j == 0:
                 ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     axes[0, -1].legend(fontsize=8, loc="lower left")
@@ -229,7 +229,7 @@ def learning_priorities(
     pretrained : DataFrame
         ``target, source, psd`` (one row per bin, in order) of the sources before fine-tuning.
     finetuned : DataFrame
-        :attr:`cfct.experiments.ch5.ShortcutRuns.priorities` rows: ``target, source, degradation, fold, k, psd``.
+        :attr:`cfct.experiments.ch5.ShortcutRuns.priorities` rows: ``target, source, p_art, fold, k, psd``.
     artifacts : mapping
         Target -> artifact PSD.
     columns : sequence of (target, role)
@@ -276,7 +276,7 @@ def learning_priorities(
             if d is None or d.empty:
                 ax.axis("off")
                 continue
-            grid = d.groupby(["degradation", "k"])["psd"].mean().unstack("k").sort_index()
+            grid = d.groupby(["p_art", "k"])["psd"].mean().unstack("k").sort_index()
             heat = grid.to_numpy() / grid.to_numpy().sum(axis=1, keepdims=True)
             levels = grid.index.to_numpy()
             im = ax.imshow(np.log10(heat), aspect="auto", origin="lower", cmap="viridis",
@@ -287,7 +287,7 @@ def learning_priorities(
             ax.tick_params(axis="x", labelsize=7)
             ax.set_title(f"fine-tuned from {r}", fontsize=8)
             if j == 0:
-                ax.set_ylabel("degradation", fontsize=8)
+                ax.set_ylabel("p_art (degradation)", fontsize=8)
             if row == 2 or not edited.get(role):
                 ax.set_xlabel(r"$\bar\omega_k$", fontsize=8)
     if images:
