@@ -41,7 +41,7 @@ class Profile:
     batch_size: int
     device: str = "auto"
     pretrain_image_size: int | None = None  # pre-training image size (None: natural_size / image_size)
-    pretrain_lr: float | None = None  # pre-training Adam learning rate (None: cfct.train.PRETRAIN_LR)
+    pretrain_lr: float | None = None  # pre-training Adam learning rate (None: cfct.sources.PRETRAIN_LR)
 
 
 PROFILES: dict[str, Profile] = {

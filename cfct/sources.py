@@ -45,6 +45,9 @@ from cfct.zoo import (
     read_checkpoint,
 )
 
+PRETRAIN_LR = 1e-3
+"""Adam learning rate of pre-training unless the profile sets ``pretrain_lr``."""
+
 PRETRAIN_VERSION = 1
 """Version of the ``pretrain`` cache key (bump to invalidate every pre-trained source)."""
 
@@ -194,7 +197,7 @@ def pretrain_settings(dataset: str, profile: Profile | str | None = None, *, see
 
 
 def pretrain_config(arch: str, dataset: str, *, image_size: int, epochs: int, max_images: int | None,
-                    batch_size: int, lr: float, seed: int = 0, augment: str = "none") -> dict[str, Any]:
+                    batch_size: int, lr: float = PRETRAIN_LR, seed: int = 0, augment: str = "none") -> dict[str, Any]:
     """The cache key (results kind ``pretrain``) of a pre-training run: what identifies its weights."""
     return {"version": PRETRAIN_VERSION, "arch": arch, "dataset": dataset, "image_size": int(image_size),
             "epochs": int(epochs), "max_images": None if max_images is None else int(max_images),

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 from cfct import data, results, sources, stats, zoo
 from cfct.config import Profile
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
-from cfct.sources import pretrain_config
+from cfct.sources import PRETRAIN_LR, pretrain_config
 
 __all__ = [
     "FinetuneConfig", "FinetuneResult", "OPTIMIZERS", "MONITORS", "FREEZE_STRATEGIES", "DEVICES",
@@ -59,7 +59,6 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 MONITORS: tuple[str, ...] = ("val_loss", "val_auc")
 FREEZE_STRATEGIES: tuple[str, ...] = ("none", "freeze_then_full")
 DEVICES: tuple[str, ...] = ("auto", "cuda", "mps", "cpu")
-PRETRAIN_LR = 1e-3
 """Adam learning rate of supervised pre-training from scratch (the usual Adam default; 1e-5, the thesis's
 fine-tuning rate, is far too small to train a randomly initialised network in a few epochs)."""
 

@@ -16,7 +16,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cfct import data, results, sources, train
+from cfct.config import ChapterConfig
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
+from cfct.experiments import transfer
+from cfct.experiments.jobs import Job
 from cfct.similarity import (
     MEASURES,
     N_CHANNELS,
@@ -32,6 +35,7 @@ from cfct.similarity import (
     sampling_plan,
     stimulus_preprocess,
 )
+from cfct.train import FinetuneConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -589,3 +593,32 @@ def prediction_claims(table: Any) -> Any:
             }
         )
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The chapter's runs for its parameters (the notebook and chapter_jobs use the same functions)
+def chapter_sources(cfg: ChapterConfig) -> dict[str, str]:
+    """Role -> source spec of Sec. 3.5.1 (``{target}`` filled in per target by the transfer matrix)."""
+    return {"natural": cfg.natural_source, "medical": cfg.medical_source, "random init": f"random:{cfg.arch}"}
+
+
+def chapter_finetune_config(cfg: ChapterConfig) -> FinetuneConfig:
+    """Fine-tuning of 3.4.2 for the chapter's parameters: Adam, early stopping on validation loss, 3.4.1
+    augmentation, the profile's batch size."""
+    return FinetuneConfig(optimizer="adam", lr=cfg.lr, batch_size=cfg.profile.batch_size, max_epochs=cfg.epochs,
+                          patience=cfg.patience, monitor="val_loss", augment="ch3", device=cfg.device)
+
+
+def matrix_arguments(cfg: ChapterConfig) -> dict[str, Any]:
+    """Keyword arguments of :func:`cfct.experiments.transfer.transfer_matrix` for the chapter's parameters."""
+    return {"targets": cfg.targets, "sources": chapter_sources(cfg), "finetune_config": chapter_finetune_config(cfg),
+            "size": cfg.image_size, "folds": cfg.folds, "seed": cfg.seed,
+            "max_train_images": cfg.max_train_images or None, "profile": cfg.profile}
+
+
+def jobs(cfg: ChapterConfig) -> list[Job]:
+    """The chapter's store runs: pre-training of its sources (stage 0) and the 3.5.1 fine-tunes (stage 1).
+
+    The similarity analyses of 3.5.2-3.5.4 read these runs and are cheap beside them; they run in the notebook.
+    """
+    return transfer.transfer_jobs(**matrix_arguments(cfg))

@@ -11,7 +11,9 @@ from typing import Any
 import pandas as pd
 
 from cfct import data, stats, train
+from cfct.config import ChapterConfig
 from cfct.experiments import robustness
+from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.shortcuts import (
     CONFOUNDER_LABELS,
     P_ART_LEVELS,
@@ -320,3 +322,22 @@ def run_settings(
         )
         frames.append(df.assign(figure=st.figure, setting=st.label, modality=st.modality, contrast=st.contrast))
     return pd.concat(frames, ignore_index=True)
+
+
+def chapter_sources(cfg: ChapterConfig) -> list[str]:
+    """Every source spec the chapter's settings fine-tune."""
+    settings = chapter_settings(cfg.targets, cfg.confounders, sex_target=cfg.sex_target,
+                                noise_target=cfg.noise_target, ct_target=cfg.ct_target)
+    specs = []
+    for st in settings:
+        roles = sources_for(st.target, cfg.arch, cfg.natural_source, cfg.medical_source)
+        specs += [roles[r] for r in st.roles]
+    return specs
+
+
+def jobs(cfg: ChapterConfig) -> list[Job]:
+    """The chapter's stage-0 jobs: pre-training of every source its settings fine-tune.
+
+    The sweep's fine-tunes (:func:`cfct.experiments.robustness.sweep`) run in the notebook.
+    """
+    return pretrain_jobs(chapter_sources(cfg), cfg.profile)

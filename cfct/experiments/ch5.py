@@ -14,9 +14,11 @@ import pandas as pd
 from torch import nn
 
 from cfct import data, results, shortcuts, sources, stats, train
+from cfct.config import ChapterConfig
 from cfct.data import ImageSet
 from cfct.errors import ConfigError, unknown_choice
 from cfct.experiments import robustness
+from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.spectral import (
     SOURCE_EDITS,
     _check_imageset,
@@ -413,3 +415,11 @@ def overlap_table(pretrained: pd.DataFrame, artifacts: Mapping[str, np.ndarray],
                 row["ood_auc_mean_degraded"] = float(r["ood_auc_mean_degraded"].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def jobs(cfg: ChapterConfig) -> list[Job]:
+    """The chapter's stage-0 jobs: pre-training of its natural and medical sources.
+
+    The sweeps, the edited sources of 5.2.4 and the learning priorities run in the notebook.
+    """
+    return pretrain_jobs([cfg.natural_source, cfg.medical_source], cfg.profile)

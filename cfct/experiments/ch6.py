@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 
 from cfct import data, results, sources, stats
 from cfct import train as tr_
+from cfct.config import ChapterConfig
+from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.transferability import (
     METHODS,
     THESIS_SETTINGS,
@@ -365,3 +367,18 @@ def run_scenario(cfg, scenario: str = "dataset", *, store=None, progress: bool =
         s_sec[target] = float(sum(seconds.values()))
         f_sec[target] = float(log["seconds"].sum())
     return LiveResult(scenario, scores, runs, pd.DataFrame(truth), pd.DataFrame(taus).T, s_sec, f_sec)
+
+
+def chapter_sources(cfg: ChapterConfig) -> list[str]:
+    """Every candidate source of both scenarios (dataset and model) for the chapter's parameters."""
+    specs = [s for target in cfg.targets for s in expand_sources(cfg.sources, target, cfg.targets,
+                                                                    arch=cfg.profile.arch)]
+    return specs + [cfg.model_source.format(arch=a) for a in cfg.archs]
+
+
+def jobs(cfg: ChapterConfig) -> list[Job]:
+    """The chapter's stage-0 jobs: pre-training of every candidate source.
+
+    Feature extraction, scores and the fine-tuning grid of the ground truth run in the notebook.
+    """
+    return pretrain_jobs(chapter_sources(cfg), cfg.profile)

@@ -10,14 +10,19 @@ reuse these runs instead of training again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cfct import data, stats
+from cfct import data, results, stats
+from cfct.config import Profile
 from cfct.errors import ConfigError, unknown_choice
+from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.train import FinetuneConfig, FinetuneResult, finetune
+from cfct.train import finetune_config as finetune_config_key
 
 # Display name -> cfct.train freeze strategy (3.4.2).
 STRATEGIES: dict[str, str] = {"no freeze": "none", "freeze": "freeze_then_full"}
@@ -92,6 +97,48 @@ class TransferRun:
     result: FinetuneResult
 
 
+@dataclasses.dataclass(frozen=True)
+class TransferUnit:
+    """One planned fine-tune of the matrix (before it runs)."""
+
+    fold: Fold
+    source: str
+    spec: str
+    strategy: str
+    config: FinetuneConfig
+
+
+def transfer_plan(
+    targets: Sequence[str],
+    sources: Mapping[str, str],
+    finetune_config: FinetuneConfig,
+    *,
+    size: int,
+    folds: int,
+    seed: int = 0,
+    max_train_images: int | None = None,
+    strategies: Sequence[str] = ("no freeze", "freeze"),
+    single_strategy_sources: Sequence[str] = ("random init",),
+) -> list[TransferUnit]:
+    """Every fine-tune of :func:`transfer_matrix`, in its order (arguments as there)."""
+    for strategy in strategies:
+        if strategy not in STRATEGIES:
+            raise unknown_choice("strategy", strategy, STRATEGIES)
+    units = []
+    for target in targets:
+        for fold in target_folds(target, size=size, folds=folds, seed=seed, max_train_images=max_train_images):
+            for role, template in sources.items():
+                spec = source_for_target(template, target)
+                for strategy in strategies:
+                    if role in single_strategy_sources and strategy != "no freeze":
+                        continue
+                    # Horizontal flips: cfct.train turns them off for chest X-ray targets (3.4.1) unless the
+                    # config says otherwise.
+                    cfg = dataclasses.replace(finetune_config, freeze=STRATEGIES[strategy], seed=seed + fold.fold)
+                    units.append(TransferUnit(fold, role, spec, strategy, cfg))
+    return units
+
+
 def transfer_matrix(
     targets: Sequence[str],
     sources: Mapping[str, str],
@@ -103,7 +150,8 @@ def transfer_matrix(
     max_train_images: int | None = None,
     strategies: Sequence[str] = ("no freeze", "freeze"),
     single_strategy_sources: Sequence[str] = ("random init",),
-    profile: str | None = None,
+    profile: Profile | str | None = None,
+    store: results.Store | None = None,
     progress: bool = True,
 ) -> list[TransferRun]:
     """Fine-tune every source on every fold of every target, with each strategy (Table 3.2).
@@ -122,32 +170,60 @@ def transfer_matrix(
     single_strategy_sources : sequence of str
         Roles fine-tuned only without freezing (freezing a random backbone measures nothing; Table 3.2 has
         no "freeze" column for random initialisation).
-    profile : str, optional
+    profile : Profile or str, optional
         Profile whose pre-training settings build ``pretrained:`` sources.
+    store : cfct.results.Store, optional
+        Results store (default store when None).
 
     Returns
     -------
     list of TransferRun
         One per (target, fold, source, strategy), cached in the results store.
     """
-    for strategy in strategies:
-        if strategy not in STRATEGIES:
-            raise unknown_choice("strategy", strategy, STRATEGIES)
+    units = transfer_plan(targets, sources, finetune_config, size=size, folds=folds, seed=seed,
+                          max_train_images=max_train_images, strategies=strategies,
+                          single_strategy_sources=single_strategy_sources)
     runs = []
-    for target in targets:
-        for fold in target_folds(target, size=size, folds=folds, seed=seed, max_train_images=max_train_images):
-            for role, template in sources.items():
-                spec = source_for_target(template, target)
-                for strategy in strategies:
-                    if role in single_strategy_sources and strategy != "no freeze":
-                        continue
-                    # Horizontal flips: cfct.train turns them off for chest X-ray targets (3.4.1) unless the
-                    # config says otherwise.
-                    cfg = dataclasses.replace(finetune_config, freeze=STRATEGIES[strategy], seed=seed + fold.fold)
-                    result = finetune(spec, fold.train, fold.val, fold.test, cfg, input_size=size,
-                                      progress=progress, profile=profile)
-                    runs.append(TransferRun(target, fold.fold, role, spec, strategy, result))
+    for u in units:
+        result = finetune(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=size,
+                          progress=progress, profile=profile, store=store)
+        runs.append(TransferRun(u.fold.target, u.fold.fold, u.source, u.spec, u.strategy, result))
     return runs
+
+
+def _unit_run(index: int, plan: Mapping[str, Any], profile: Profile | str | None,
+              store: results.Store) -> results.Run:
+    """Job compute of one fine-tune: rebuild the plan (data, folds) and run unit ``index``."""
+    u = transfer_plan(**plan)[index]
+    return finetune(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=plan["size"],
+                    progress=False, profile=profile, store=store).run
+
+
+def transfer_jobs(
+    targets: Sequence[str],
+    sources: Mapping[str, str],
+    finetune_config: FinetuneConfig,
+    *,
+    size: int,
+    folds: int,
+    seed: int = 0,
+    max_train_images: int | None = None,
+    strategies: Sequence[str] = ("no freeze", "freeze"),
+    single_strategy_sources: Sequence[str] = ("random init",),
+    profile: Profile | str | None = None,
+) -> list[Job]:
+    """The jobs of :func:`transfer_matrix` (same arguments): pre-training of its sources (stage 0) and its
+    fine-tunes (stage 1)."""
+    plan = {"targets": tuple(targets), "sources": dict(sources), "finetune_config": finetune_config, "size": size,
+            "folds": folds, "seed": seed, "max_train_images": max_train_images, "strategies": tuple(strategies),
+            "single_strategy_sources": tuple(single_strategy_sources)}
+    units = transfer_plan(**plan)
+    out = pretrain_jobs({u.spec for u in units}, profile)
+    for i, u in enumerate(units):
+        config = finetune_config_key(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=size,
+                                     profile=profile)
+        out.append(Job("finetune", config, 1, functools.partial(_unit_run, i, plan, profile)))
+    return out
 
 
 def matrix_table(runs: Sequence[TransferRun]) -> pd.DataFrame:

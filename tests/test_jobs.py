@@ -1,0 +1,65 @@
+"""cfct.experiments.jobs: the Job contract, and a chapter whose jobs ran renders without computing anything."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+from cfct import results, sources
+from cfct.errors import ConfigError, IncompatibleError
+from cfct.experiments import ch3, transfer
+from cfct.experiments.jobs import Job, chapter_jobs, run_job
+
+
+def _write(value: int, store: results.Store, kind: str = "toy") -> results.Run:
+    return store.cached(kind, {"value": value}, lambda workdir: {"double": 2 * value})
+
+
+def test_job_contract(tmp_path: Path) -> None:
+    store = results.Store(tmp_path)
+    job = Job("toy", {"value": 3}, compute=functools.partial(_write, 3))
+    assert job.key == results.config_hash({"value": 3})
+    assert job == Job("toy", {"value": 3})  # compute is not part of equality
+    run = run_job(job, store)
+    assert (run.kind, run.key, run.metrics) == ("toy", job.key, {"double": 6})
+    assert run_job(Job("toy", {"value": 3}), store).path == run.path  # in the store: nothing to compute
+    with pytest.raises(ConfigError, match="no compute"):
+        run_job(Job("toy", {"value": 4}), store)
+    with pytest.raises(IncompatibleError, match="computed the run"):
+        run_job(Job("toy", {"value": 5}, compute=functools.partial(_write, 6)), store)
+
+
+def test_chapter_jobs_are_staged_and_name_the_runs_the_chapter_reads() -> None:
+    jobs = chapter_jobs("6", {"profile": "smoke"})
+    assert jobs and {j.kind for j in jobs} == {"pretrain"} and len({j.key for j in jobs}) == len(jobs)
+    # The pre-training run each job names is the one the chapter's sources look up.
+    spec = "pretrained:resnet18:cifar10@300"
+    expected = sources.pretrain_config("resnet18", "cifar10@300", **sources.pretrain_settings("cifar10@300", "smoke"))
+    assert results.config_hash(expected) in {j.key for j in jobs}
+    assert sources.parse_spec(spec).kind == "pretrained"
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        chapter_jobs("3", {"profile": "smoke", "fold": 2})
+
+
+def test_after_its_jobs_chapter_3_computes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    params = {"profile": "smoke", "targets": "breastmnist", "folds": 1}
+    jobs = chapter_jobs("3", params)
+    stages = [j.stage for j in jobs]
+    assert stages == sorted(stages) and set(stages) == {0, 1}
+    assert sum(j.kind == "pretrain" for j in jobs) == 2  # natural and leave-target-out medical source
+    assert sum(j.kind == "finetune" for j in jobs) == 5  # natural, medical x 2 strategies + random init
+    for job in jobs:
+        run_job(job)
+
+    cached = results.Store.cached
+
+    def no_compute(self, kind, config, compute):
+        return cached(self, kind, config, lambda workdir: pytest.fail(f"{kind} was computed again"))
+
+    monkeypatch.setattr(results.Store, "cached", no_compute)
+    from cfct.chapters import resolve
+
+    runs = transfer.transfer_matrix(**ch3.matrix_arguments(resolve("3", **params)), progress=False)
+    assert {r.result.run.key for r in runs} == {j.key for j in jobs if j.kind == "finetune"}
