@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cfct import data, shortcuts
+from cfct import data, results, shortcuts
 from cfct.errors import ConfigError
 from cfct.experiments import ch4, robustness
 
@@ -322,16 +322,14 @@ def test_confounded_sets_have_the_stated_composition(pneumonia: data.ImageSet) -
     assert zero.dev.fingerprint() == dev.fingerprint()
 
 
-def test_confounded_sets_are_cached(pneumonia: data.ImageSet) -> None:
-    from cfct import paths
-
+def test_confounded_sets_are_cached(pneumonia: data.ImageSet, tmp_path) -> None:
+    store = results.Store(tmp_path)
     dev, test = pneumonia.subset(np.arange(0, 80)), pneumonia.subset(np.arange(80, 140))
-    before = set(paths.cache_dir("shortcuts").glob("*.npz"))
-    a = robustness.confounded_sets(dev, test, "noise", 0.8, seed=4)
-    written = set(paths.cache_dir("shortcuts").glob("*.npz")) - before
+    a = robustness.confounded_sets(dev, test, "noise", 0.8, seed=4, store=store)
+    written = {run.key for run in store.runs("ch4-confounded-images")}
     assert len(written) == 3  # dev, iid, ood
-    b = robustness.confounded_sets(dev, test, "noise", 0.8, seed=4)
-    assert set(paths.cache_dir("shortcuts").glob("*.npz")) - before == written
+    b = robustness.confounded_sets(dev, test, "noise", 0.8, seed=4, store=store)
+    assert {run.key for run in store.runs("ch4-confounded-images")} == written
     np.testing.assert_array_equal(a.dev.images, b.dev.images)
     np.testing.assert_array_equal(a.ood.images, b.ood.images)
 

@@ -13,6 +13,7 @@ import pandas as pd
 from cfct import data, stats, train
 from cfct.config import ChapterConfig
 from cfct.experiments import robustness
+from cfct.experiments.findings import Finding
 from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.shortcuts import (
     CONFOUNDER_LABELS,
@@ -341,3 +342,129 @@ def jobs(cfg: ChapterConfig) -> list[Job]:
     The sweep's fine-tunes (:func:`cfct.experiments.robustness.sweep`) run in the notebook.
     """
     return pretrain_jobs(chapter_sources(cfg), cfg.profile)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run shows against the thesis (Sec. 4.3): estimates, verdicts and the sentences the chapter prints
+SHORTCUT_DROP = 0.1
+"""A source has learned a shortcut when its o.o.d. AUC falls by at least this much from the lowest to the
+highest p_art; smaller changes are read as run-to-run noise."""
+
+
+def summary_value(summary: pd.DataFrame, p_art: float, metric: str = "ood_auc", **where: str) -> float:
+    """The mean of one summary row (:func:`summarize`) picked by ``p_art``, ``metric`` and column values;
+    NaN when absent."""
+    mask = (summary["p_art"] == p_art) & (summary["metric"] == metric)
+    for column, value in where.items():
+        mask &= summary[column] == value
+    rows = summary[mask]
+    return float(rows["mean"].iloc[0]) if len(rows) else float("nan")
+
+
+def source_robustness(fig43: pd.DataFrame, p_lo: float, p_hi: float) -> tuple[list[str], Finding, Finding]:
+    """Fig. 4.3 against Sec. 4.3: per setting, the o.o.d. AUC of both pre-trained sources from ``p_lo`` to
+    ``p_hi``; whether the medical source keeps the higher o.o.d. AUC at ``p_hi`` in most settings (the thesis's
+    finding); and in which settings a shortcut was learned at all (:data:`SHORTCUT_DROP`).
+
+    Returns
+    -------
+    lines : list of str
+        One Markdown bullet per setting.
+    verdict : Finding
+        ``estimate``: share of settings where the medical source is ahead at ``p_hi``.
+    learned : Finding
+        ``estimate``: number of settings where a pre-trained source lost at least SHORTCUT_DROP; ``agrees`` is
+        None (a condition of the comparison, not a claim).
+    """
+    lines, pairs, learned = [], [], []
+    for s in fig43["setting"].unique():
+        nat0, nat1 = (summary_value(fig43, p, setting=s, source="natural") for p in (p_lo, p_hi))
+        med0, med1 = (summary_value(fig43, p, setting=s, source="medical") for p in (p_lo, p_hi))
+        iid_gap = (summary_value(fig43, p_hi, "iid_auc", setting=s, source="natural")
+                   - summary_value(fig43, p_hi, "iid_auc", setting=s, source="medical"))
+        more = "medical" if med1 > nat1 else "natural"
+        lines.append(
+            f"* **{s}**: o.o.d. AUC from {nat0:.2f} to {nat1:.2f} (natural) and from {med0:.2f} to {med1:.2f} "
+            f"(medical) as $p_{{art}}$ goes from {p_lo:g} to {p_hi:g}; at $p_{{art}}={p_hi:g}$ the **{more}** "
+            f"source holds up better (difference {abs(med1 - nat1):.2f}), while their i.i.d. AUCs differ by "
+            f"{iid_gap:+.2f}."
+        )
+        pairs.append((med1, nat1))
+        if min(nat1 - nat0, med1 - med0) <= -SHORTCUT_DROP:
+            learned.append(s)
+    wins = sum(m > n for m, n in pairs)
+    agrees = wins > len(pairs) / 2
+    verdict = Finding(
+        "the medical source is the more robust one (Sec. 4.3)", wins / len(pairs) if pairs else float("nan"),
+        agrees if pairs else None,
+        f"The medical source keeps the higher o.o.d. AUC at $p_{{art}}={p_hi:g}$ in {wins} of {len(pairs)} "
+        "experiments: " + ("this **agrees** with the thesis." if agrees else
+                           "this **disagrees** with the thesis, which finds the medical source the more robust one."),
+    )
+    caveat = Finding(
+        "a shortcut was learned", float(len(learned)), None,
+        f" A shortcut was learned (o.o.d. AUC falling by at least {SHORTCUT_DROP:g} for a pre-trained source) in: "
+        f"{', '.join(learned) or 'none of the experiments'}; where none was, the comparison is within run-to-run "
+        "noise.",
+    )
+    return lines, verdict, caveat
+
+
+def random_init_diagnosis(change: float, recall: float, flat: float = SHORTCUT_DROP,
+                          no_recall: float = 0.1) -> str:
+    """What random initialisation's o.o.d. curve means (Sec. 4.3): the thesis's class-imbalance artifact
+    (flat, recall of positives near 0), insensitivity (flat, recall above 0), or a learned / absent shortcut.
+
+    Parameters
+    ----------
+    change : float
+        Mean o.o.d. AUC at the highest minus at the lowest p_art.
+    recall : float
+        Mean o.o.d. recall of positives (threshold 0.5).
+    """
+    if abs(change) < flat:
+        return "flat, recall near 0 (the imbalance artifact)" if recall < no_recall else \
+            "flat with non-zero recall (insensitive)"
+    return f"falls by {-change:.2f} (takes the shortcut)" if change < 0 else f"rises by {change:.2f} (no shortcut)"
+
+
+def noise_findings(drop: pd.DataFrame) -> list[Finding]:
+    """Fig. 4.4 against Sec. 4.3, from the o.o.d. AUC change between the lowest and highest p_art.
+
+    Parameters
+    ----------
+    drop : DataFrame
+        Index (modality, contrast), columns ``natural`` and ``medical``: o.o.d. AUC change per source;
+        contrasts ``'noise vs no noise'`` and ``'high vs low noise'``.
+
+    Returns
+    -------
+    list of Finding
+        X-ray noise makes both sources fall alike; the medical source drops less under CT projection noise;
+        high vs low noise is the milder shortcut; and, when no source lost :data:`SHORTCUT_DROP`, a caveat
+        (``agrees`` None).
+    """
+    nv = drop.xs("noise vs no noise", level="contrast")
+    hl = drop.xs("high vs low noise", level="contrast")
+    out = []
+    if "X-ray" in nv.index:
+        gap = abs(nv.loc["X-ray", "natural"] - nv.loc["X-ray", "medical"])
+        both = max(nv.loc["X-ray", "natural"], nv.loc["X-ray", "medical"]) <= -SHORTCUT_DROP
+        agrees = bool(gap < SHORTCUT_DROP and both)
+        out.append(Finding("X-ray noise makes both sources fall alike", float(gap), agrees,
+                           f"X-ray noise makes both sources fall alike (changes differ by {gap:.2f}): "
+                           + ("agrees" if agrees else "disagrees")))
+    if "CT" in nv.index:
+        margin = float(nv.loc["CT", "medical"] - nv.loc["CT", "natural"])
+        out.append(Finding("the medical source drops less under CT projection noise", margin, margin > 0,
+                           "the medical source drops less under CT projection noise: "
+                           + ("agrees" if margin > 0 else "disagrees")))
+    ratio = float(hl.abs().to_numpy().mean() / nv.abs().to_numpy().mean())
+    out.append(Finding("high vs low noise is the milder shortcut", ratio, ratio < 1,
+                       "high vs low noise is the milder shortcut: " + ("agrees" if ratio < 1 else "disagrees")))
+    if drop.to_numpy().min() > -SHORTCUT_DROP:
+        out.append(Finding("a noise shortcut was learned", float(drop.to_numpy().min()), None,
+                           f"but no source lost {SHORTCUT_DROP:g} o.o.d. AUC to any noise confounder here, so the "
+                           "noise shortcut was not learned at this scale and these comparisons are within "
+                           "run-to-run noise"))
+    return out
