@@ -107,6 +107,18 @@ _CH3 = (
 )
 
 # --------------------------------------------------------------------------------------------------
+# Fine-tuning of the p_art sweeps of Chapters 4 and 5 (Sec. 4.2.2, 5.1.2)
+_SWEEP_TRAINING: tuple[Param, ...] = (
+    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)",
+          from_profile=by_profile(smoke=1, quick=4, paper=200)),
+    Param("patience", int, None, "early-stopping patience (thesis: 30)",
+          from_profile=by_profile(smoke=1, quick=4, paper=30)),
+    Param("lr", float, None, "Adam learning rate (thesis: 1e-5 for up to 200 epochs)",
+          from_profile=by_profile(smoke=1e-3, quick=1e-3, paper=1e-5)),
+)
+
+
+# --------------------------------------------------------------------------------------------------
 # Chapter 4 (ch4 helper owns this block)
 def _check_p_art(value: float) -> None:
     if not 0.0 <= value <= 1.0:
@@ -138,29 +150,16 @@ _CH4: tuple[Param, ...] = (
     Param("arch", str, None, "architecture of the random-initialisation baseline",
           from_profile=lambda p: p.arch, check=check_arch),
     Param("p_arts", float, None, "correlation levels p_art (4.2.2)", many=True,
-          check=_check_p_art, from_profile=by_profile(
-              smoke="0,1",
-              quick="0,0.1,0.2,0.5,0.8,1",
-              paper="0,0.1,0.2,0.5,0.8,1")),
+          check=_check_p_art,
+          from_profile=by_profile(smoke="0,1", quick="0,0.1,0.2,0.5,0.8,1", paper="0,0.1,0.2,0.5,0.8,1")),
     Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
     Param("folds", int, None, "train/val splits of each development set (thesis: 5)",
           from_profile=by_profile(smoke=1, quick=1, paper=5)),
     Param("n_dev", int, None, "development set size, train + val (Table 4.1: 248-500)",
           from_profile=by_profile(smoke=40, quick=100, paper=400)),
-    Param("n_test", int, None, "test set size (Table 4.1: 83-1710)", from_profile=by_profile(
-            smoke=40,
-            quick=100,
-            paper=400)),
-    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=by_profile(
-            smoke=1,
-            quick=4,
-            paper=200)),
-    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=by_profile(
-            smoke=1,
-            quick=4,
-            paper=30)),
-    Param("lr", float, None, "Adam learning rate (thesis: 1e-5 for up to 200 epochs)",
-          from_profile=by_profile(smoke=1e-3, quick=1e-3, paper=1e-5)),
+    Param("n_test", int, None, "test set size (Table 4.1: 83-1710)",
+          from_profile=by_profile(smoke=40, quick=100, paper=400)),
+    *_SWEEP_TRAINING,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -204,16 +203,7 @@ _CH5: tuple[Param, ...] = (
           from_profile=by_profile(smoke=40, quick=100, paper=500)),
     Param("n_test", int, None, "test set size, capped at what a target's test pool holds (thesis: ~1000)",
           from_profile=by_profile(smoke=40, quick=100, paper=1000)),
-    Param("epochs", int, None, "maximum fine-tuning epochs (thesis: 200)", from_profile=by_profile(
-            smoke=1,
-            quick=4,
-            paper=200)),
-    Param("patience", int, None, "early-stopping patience (thesis: 30)", from_profile=by_profile(
-            smoke=1,
-            quick=4,
-            paper=30)),
-    Param("lr", float, None, "Adam learning rate (thesis: 1e-5 for up to 200 epochs)",
-          from_profile=by_profile(smoke=1e-3, quick=1e-3, paper=1e-5)),
+    *_SWEEP_TRAINING,
     Param("priority_images", int, None, "clean test images each learning priority is averaged over",
           from_profile=by_profile(smoke=32, quick=64, paper=500)),
     Param("lowpass_cutoff", float, 0.5, "low-pass cutoff of the natural-source edit (normalised frequency)",
@@ -233,6 +223,7 @@ _CH6_SOURCES = ("random:{arch},pretrained:{arch}:cifar10,pretrained:{arch}:cifar
                 "pretrained:{arch}:medmnist:{other}@300")
 _CH6: tuple[Param, ...] = (
     Param("targets", str, None, "MedMNIST target flags (6.4.1)", many=True, check=check_target,
+
           from_profile=by_profile(
               smoke="breastmnist",
               quick="breastmnist,pneumoniamnist",
@@ -252,6 +243,7 @@ _CH6: tuple[Param, ...] = (
               paper="resnet18,densenet121,efficientnetv2_s,mobilenetv3_small,googlenet,"
                     "mnasnet1_0,vgg11,convnext_tiny,shufflenetv2_x0_5")),
     Param("model_source", str, None, "source of the model scenario, {arch} filled in (thesis: imagenet:{arch})",
+
           from_profile=by_profile(
               smoke="pretrained:{arch}:cifar10@300",
               quick="pretrained:{arch}:cifar10@1000",
@@ -269,10 +261,8 @@ _CH6: tuple[Param, ...] = (
           from_profile=by_profile(smoke="0.9", quick="0.9", paper="0.9,0.0")),
     Param("grid_batch_size", int, None, "batch sizes of the grid (0: the target's pair in Table 6.1)",
           many=True, from_profile=by_profile(smoke="32", quick="32", paper="0")),
-    Param("epochs", int, None, "maximum fine-tuning epochs (6.4.2: 400)", from_profile=by_profile(
-            smoke=2,
-            quick=8,
-            paper=400)),
+    Param("epochs", int, None, "maximum fine-tuning epochs (6.4.2: 400)",
+          from_profile=by_profile(smoke=2, quick=8, paper=400)),
     Param("patience", int, None, "early-stopping patience on validation AUC (6.4.2: 50)",
           from_profile=by_profile(smoke=1, quick=3, paper=50)),
     Param("augment", str, None, "fine-tuning augmentation: ch6 = the 6.4.2 policy (about 20 ms per image on CPU), "

@@ -2,9 +2,9 @@
 
 The files are the authors' public ``results/`` and ``finetuned_AUCs/`` folders (GitHub
 DovileDo/transferability-in-medical-imaging, pinned commit :data:`COMMIT`, MIT licence). They are read from
-the
-mirror (``$CFCT_MIRROR/published/transferability-in-medical-imaging/``) or the data directory when present,
-otherwise downloaded with ``pooch`` from the pinned raw URL and checked against the SHA-256 in :data:`SHA256`.
+the mirror (``$CFCT_MIRROR/published/transferability-in-medical-imaging/``) or the data directory when present,
+otherwise downloaded with ``pooch`` from the pinned raw URL and checked against the SHA-256 in :data:`SHA256`
+(:func:`cfct.paths.fetch_file`).
 
 Functions return tidy pandas tables (sources x targets) and re-derive the thesis's Tables 6.2-6.5 from them;
 the numbers printed in the thesis are kept in ``PRINTED_*`` constants, labelled as published, only to compare.

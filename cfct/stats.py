@@ -148,10 +148,8 @@ def permutation_test(a, b, *, n_resamples: int = 10000, paired: bool = True, see
     ----------
     a, b : array-like of float
         The two samples (e.g. per-fold AUCs of two methods). With ``paired=True`` they must have equal
-        length and
-        ``a[i]`` pairs with ``b[i]`` (same fold / same seed): the test flips the sign of each paired
-        difference.
-        With ``paired=False`` the group labels are shuffled.
+        length and ``a[i]`` pairs with ``b[i]`` (same fold / same seed): the test flips the sign of each paired
+        difference. With ``paired=False`` the group labels are shuffled.
     n_resamples : int
         Number of random permutations (exact enumeration is used by SciPy when it is smaller).
     paired : bool
@@ -318,9 +316,8 @@ def nemenyi_cd(n_methods: int, n_datasets: int, alpha: float = 0.05, *, q_groups
 
     q_alpha is the studentized-range quantile for ``q_groups`` groups (default: ``n_methods``) divided by
     sqrt(2). The thesis prints CD = 2.792 for k = 7 methods and N = 11 targets; that value is obtained with
-    the
-    quantile for 8 groups (q = 3.031) while k = 7 gives q = 2.949 and CD = 2.716. ``q_groups=8`` reproduces
-    the printed number; the chapter shows both.
+    the quantile for 8 groups (q = 3.031) while k = 7 gives q = 2.949 and CD = 2.716. ``q_groups=8``
+    reproduces the printed number; the chapter shows both.
 
     Parameters
     ----------
@@ -349,8 +346,7 @@ def regression_band(
     -------
     grid, fit, low, high : arrays of length ``n_points``
         The band is fit +- t_{n-2} * s * sqrt(1/n + (g - mean x)^2 / Sxx) (the same band seaborn's regplot
-        draws
-        with ``ci=95``, computed analytically instead of by bootstrap).
+        draws with ``ci=95``, computed analytically instead of by bootstrap).
     """
     xa, ya = _as_1d(x, "x"), _as_1d(y, "y")
     if xa.size != ya.size:

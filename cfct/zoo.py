@@ -1,14 +1,8 @@
-"""Model zoo: source specs, architectures and the classifier every chapter fine-tunes.
+"""Model zoo: the registry of architectures, the classifier every chapter fine-tunes, and checkpoint I/O.
 
-A *source* is named by one spec string (DESIGN.md, "Sources: one spec string each"):
-
-====================================  ==================================================================
-``random:<arch>``                      random initialisation (seeded), the baseline of every chapter
-``imagenet:<arch>``                    torchvision's ImageNet weights (``IMAGENET1K_V1``), from the hub
-                                       cache or downloaded when online
-``checkpoint:<arch>:<path>``           a local state dict: safetensors or ``torch.load(weights_only=True)``
-``pretrained:<arch>:<dataset-spec>``   pre-trained by :func:`cfct.train.pretrain` on a dataset spec, cached
-====================================  ==================================================================
+Each architecture is one :class:`Architecture` entry of :data:`REGISTRY` (library name, minimum input, feature
+dimension, head, named layers, the two convolutions of S_FU); :func:`register` adds one. Source specs
+(``random:``, ``imagenet:``, ``checkpoint:``, ``pretrained:``) are turned into weights by :mod:`cfct.sources`.
 
 The classifier (thesis 3.4.2) is *backbone -> global average pooling -> dropout (p = 0.5) -> linear*. The
 backbone is torchvision's own ImageNet layout of each architecture, unchanged, so ImageNet weights,
