@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,8 +14,9 @@ from tqdm.auto import tqdm
 
 from cfct import data, results, sources, stats
 from cfct import train as tr_
-from cfct.config import ChapterConfig
+from cfct.config import ChapterConfig, Profile
 from cfct.experiments.jobs import Job, pretrain_jobs
+from cfct.sources import source_config
 from cfct.transferability import (
     METHODS,
     THESIS_SETTINGS,
@@ -45,7 +46,8 @@ TABLE_6_1_BATCH_SIZES: dict[str, tuple[int, int]] = {
 _SCORE_VERSION = 2
 
 
-def hyperparameter_grid(target: str, lrs, weight_decays, momenta, batch_sizes) -> list[dict]:
+def hyperparameter_grid(target: str, lrs: Sequence[float], weight_decays: Sequence[float],
+                        momenta: Sequence[float], batch_sizes: Sequence[int]) -> list[dict]:
     """The SGD grid of 6.4.2 for one target; a batch size of 0 stands for the target's Table 6.1 pair."""
     flag = target.split(":")[-1].split("@")[0]
     sizes: list[int] = []
@@ -68,7 +70,8 @@ def hyperparameter_grid(target: str, lrs, weight_decays, momenta, batch_sizes) -
 _OTHER_FALLBACK = ("pneumoniamnist", "breastmnist")
 
 
-def expand_sources(templates, target: str, targets, *, arch: str = "resnet18") -> list[str]:
+def expand_sources(templates: Sequence[str], target: str, targets: Sequence[str], *,
+                   arch: str = "resnet18") -> list[str]:
     """Source specs for one target: ``{target}`` -> the target, ``{other}`` -> the next target of ``targets``
     (cyclically; with a single target, pneumoniamnist or breastmnist, the two flags of the offline mirror),
     ``{arch}`` -> ``arch``. Each is validated."""
@@ -103,7 +106,8 @@ def source_label(spec: str) -> str:
     return spec
 
 
-def target_splits(target: str, size: int, train_per_class: int, val_per_class: int, seed: int = 0):
+def target_splits(target: str, size: int, train_per_class: int, val_per_class: int,
+                  seed: int = 0) -> tuple[data.ImageSet, data.ImageSet, data.ImageSet]:
     """The target subsample of 6.4.1: n per class from the official train and val splits, the full test
     set."""
 
@@ -113,7 +117,9 @@ def target_splits(target: str, size: int, train_per_class: int, val_per_class: i
     return train, val, test
 
 
-def source_features(spec: str, train, *, store=None, profile=None, fu_batches: int = 6, device: str = "cpu"):
+def source_features(spec: str, train: data.ImageSet, *, store: results.Store | None = None,
+                    profile: Profile | str | None = None, fu_batches: int = 6,
+                    device: str = "cpu") -> results.Run:
     """Penultimate features, source softmax and S_FU of one source on the target training subset (cached).
 
     Returns the stored :class:`cfct.results.Run`: arrays ``features``, ``probs``; metrics ``fu``,
@@ -148,17 +154,17 @@ def source_features(spec: str, train, *, store=None, profile=None, fu_batches: i
 
 
 def score_target(
-    sources,
-    train,
+    sources: Sequence[str],
+    train: data.ImageSet,
     *,
-    store=None,
-    profile=None,
+    store: results.Store | None = None,
+    profile: Profile | str | None = None,
     scenario: str = "dataset",
     settings: Mapping[str, dict] | None = None,
     fu_batches: int = 6,
     device: str = "cpu",
     progress: bool = True,
-):
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """All methods for every candidate source of one target (cached).
 
     Returns
@@ -181,7 +187,7 @@ def score_target(
         "scenario": scenario,
         "fu_batches": fu_batches,
         "settings": dict(THESIS_SETTINGS if settings is None else settings),
-        "source_configs": [sources.source_config(s, profile=profile, seed=0) for s in sources],
+        "source_configs": [source_config(s, profile=profile, seed=0) for s in sources],
     }
 
     def compute(workdir):
@@ -196,16 +202,16 @@ def score_target(
 
 
 def ground_truth(
-    sources,
-    train,
-    val,
-    test,
-    grid,
+    sources: Sequence[str],
+    train: data.ImageSet,
+    val: data.ImageSet,
+    test: data.ImageSet,
+    grid: Sequence[Mapping[str, Any]],
     *,
     epochs: int,
     patience: int,
-    store=None,
-    profile=None,
+    store: results.Store | None = None,
+    profile: Profile | str | None = None,
     seed: int = 0,
     device: str = "auto",
     augment: str = "ch6",
@@ -308,7 +314,8 @@ class LiveResult:
         return df
 
 
-def run_scenario(cfg, scenario: str = "dataset", *, store=None, progress: bool = True) -> LiveResult:
+def run_scenario(cfg: ChapterConfig, scenario: str = "dataset", *, store: results.Store | None = None,
+                 progress: bool = True) -> LiveResult:
     """Source selection on real data for every target of a Chapter 6 config (section 6.4, at profile scale).
 
     ``scenario="dataset"``: the candidates are ``cfg.sources`` (one architecture, many source datasets);
