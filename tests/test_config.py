@@ -86,3 +86,14 @@ def test_list_items_of_the_wrong_type_are_named() -> None:
     assert p_arts.validate("0, 0.5,1", config.get_profile("quick")) == (0.0, 0.5, 1.0)
     with pytest.raises(ConfigError, match=r"'p_arts' expects list\[float\] \(comma-separated\), got '0,half'"):
         p_arts.validate("0,half", config.get_profile("quick"))
+
+
+def test_by_profile_and_as_profile(monkeypatch: pytest.MonkeyPatch) -> None:
+    pick = config.by_profile(smoke=1, quick=4, paper=200)
+    assert [pick(config.get_profile(n)) for n in ("smoke", "quick", "paper")] == [1, 4, 200]
+    smoke = config.get_profile("smoke")
+    assert config.as_profile(smoke) is smoke and config.as_profile("paper").name == "paper"
+    monkeypatch.setenv("CFCT_PROFILE", "smoke")
+    assert config.as_profile(None) is smoke
+    with pytest.raises(ConfigError, match="valid choices"):
+        config.as_profile("fast")
