@@ -44,7 +44,7 @@ def test_chapter_jobs_are_staged_and_name_the_runs_the_chapter_reads() -> None:
 
 
 def test_after_its_jobs_chapter_3_computes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    params = {"profile": "smoke", "targets": "breastmnist", "folds": 1}
+    params = {"profile": "smoke", "targets": "breastmnist", "folds": 1, "epochs": 1, "max_train_images": 64}
     jobs = chapter_jobs("3", params)
     stages = [j.stage for j in jobs]
     assert stages == sorted(stages) and set(stages) == {0, 1}

@@ -350,7 +350,9 @@ def test_edited_source_pretrains_on_the_edited_images(mirror) -> None:
     checkpoint = Path(spec.split(":", 2)[2]).resolve()
     run = next(r for r in results.Store().runs("pretrain") if r.path.resolve() == checkpoint.parent)
     folder = run.config["dataset"]
-    assert "spectrum-whiten" in folder
+    images = next(r for r in results.Store().runs("ch5-edited-images")
+                  if f"imagefolder:{r.path / 'images'}" == folder)
+    assert images.config["edit"] == "spectrum-whiten" and images.metrics["n_images"] == 546
     seen = data.load_dataset(folder, 28)
     original = data.load_dataset("medmnist:breastmnist", 28)  # 546 images: under smoke's cap of 600
     order = np.argsort(original.labels, kind="stable")  # the image folder groups images by class
