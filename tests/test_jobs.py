@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import pickle
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,10 @@ def test_job_contract(tmp_path: Path) -> None:
 
 def test_chapter_jobs_are_staged_and_name_the_runs_the_chapter_reads() -> None:
     jobs = chapter_jobs("6", {"profile": "smoke"})
-    assert jobs and {j.kind for j in jobs} == {"pretrain"} and len({j.key for j in jobs}) == len(jobs)
+    assert [j.kind for j in jobs if j.stage == 0] == ["pretrain"] * sum(j.stage == 0 for j in jobs)
+    assert {j.kind for j in jobs if j.stage == 1} == {"ch6-source-features", "finetune"}
+    assert len({(j.kind, j.key) for j in jobs}) == len(jobs)
+    assert pickle.loads(pickle.dumps(jobs[-1])) == jobs[-1]  # shippable to a cluster executor
     # The pre-training run each job names is the one the chapter's sources look up.
     spec = "pretrained:resnet18:cifar10@300"
     expected = sources.pretrain_config("resnet18", "cifar10@300", **sources.pretrain_settings("cifar10@300", "smoke"))

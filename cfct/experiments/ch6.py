@@ -5,6 +5,7 @@ fine-tuned ground truth and the ranks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -118,6 +119,18 @@ def target_splits(target: str, size: int, train_per_class: int, val_per_class: i
     return train, val, test
 
 
+def source_features_config(spec: str, train: data.ImageSet, *, profile: Profile | str | None = None,
+                           fu_batches: int = 6) -> dict[str, Any]:
+    """The cache key (kind ``ch6-source-features``) of :func:`source_features`."""
+    return {
+        "version": _SCORE_VERSION,
+        "source": source_config(spec, profile=profile, seed=0),
+        "train": train.fingerprint(),
+        "input_size": int(train.images.shape[1]),
+        "fu_batches": fu_batches,
+    }
+
+
 def source_features(spec: str, train: data.ImageSet, *, store: results.Store | None = None,
                     profile: Profile | str | None = None, fu_batches: int = 6,
                     device: str = "cpu") -> results.Run:
@@ -131,13 +144,7 @@ def source_features(spec: str, train: data.ImageSet, *, store: results.Store | N
     store = store or results.default_store()
     src = sources.parse_spec(spec)
     size = int(train.images.shape[1])
-    config = {
-        "version": _SCORE_VERSION,
-        "source": sources.source_config(spec, profile=profile, seed=0),
-        "train": train.fingerprint(),
-        "input_size": size,
-        "fu_batches": fu_batches,
-    }
+    config = source_features_config(spec, train, profile=profile, fu_batches=fu_batches)
 
     def compute(workdir):
         model = tr_.load_source(
@@ -202,6 +209,16 @@ def score_target(
     return table, seconds
 
 
+def grid_config(point: Mapping[str, Any], *, epochs: int, patience: int, augment: str, seed: int,
+                device: str) -> tr_.FinetuneConfig:
+    """Fine-tuning of one point of the 6.4.2 grid: SGD, early stopping on validation AUC, the lowest
+    validation loss kept."""
+    return tr_.FinetuneConfig(optimizer="sgd", lr=point["lr"], momentum=point["momentum"],
+                              weight_decay=point["weight_decay"], batch_size=point["batch_size"], max_epochs=epochs,
+                              patience=patience, monitor="val_auc", select="val_loss", augment=augment, seed=seed,
+                              device=device)
+
+
 def ground_truth(
     sources: Sequence[str],
     train: data.ImageSet,
@@ -229,20 +246,7 @@ def ground_truth(
     rows = []
     jobs = [(s, g) for s in sources for g in grid]
     for spec, g in tqdm(jobs, desc=f"fine-tuning grid ({train.name})", disable=not progress):
-        cfg = tr_.FinetuneConfig(
-            optimizer="sgd",
-            lr=g["lr"],
-            momentum=g["momentum"],
-            weight_decay=g["weight_decay"],
-            batch_size=g["batch_size"],
-            max_epochs=epochs,
-            patience=patience,
-            monitor="val_auc",
-            select="val_loss",
-            augment=augment,
-            seed=seed,
-            device=device,
-        )
+        cfg = grid_config(g, epochs=epochs, patience=patience, augment=augment, seed=seed, device=device)
         res = tr_.finetune(spec, train, val, test, cfg, store=store, progress=False, profile=profile)
         m = res.metrics
         rows.append(
@@ -331,10 +335,7 @@ def run_scenario(cfg: ChapterConfig, scenario: str = "dataset", *, store: result
     profile = cfg.profile
     scores, runs, truth, taus, s_sec, f_sec = {}, {}, {}, {}, {}, {}
     for target in cfg.targets:
-        if scenario == "dataset":
-            sources = expand_sources(cfg.sources, target, cfg.targets, arch=profile.arch)
-        else:
-            sources = [cfg.model_source.format(arch=a) for a in cfg.archs]
+        sources = scenario_sources(cfg, target, scenario)
         train, val, test = target_splits(
             target, cfg.image_size, cfg.train_per_class, cfg.val_per_class, seed=cfg.seed
         )
@@ -363,7 +364,7 @@ def run_scenario(cfg: ChapterConfig, scenario: str = "dataset", *, store: result
             profile=profile,
             seed=cfg.seed,
             device=cfg.device,
-            augment=cfg.get("augment", "ch6"),
+            augment=cfg.augment,
             progress=progress,
         )
         best = select_ground_truth(log)
@@ -377,16 +378,48 @@ def run_scenario(cfg: ChapterConfig, scenario: str = "dataset", *, store: result
     return LiveResult(scenario, scores, runs, pd.DataFrame(truth), pd.DataFrame(taus).T, s_sec, f_sec)
 
 
-def chapter_sources(cfg: ChapterConfig) -> list[str]:
-    """Every candidate source of both scenarios (dataset and model) for the chapter's parameters."""
-    specs = [s for target in cfg.targets for s in expand_sources(cfg.sources, target, cfg.targets,
-                                                                    arch=cfg.profile.arch)]
-    return specs + [cfg.model_source.format(arch=a) for a in cfg.archs]
+def scenario_sources(cfg: ChapterConfig, target: str, scenario: str) -> list[str]:
+    """The candidate sources of one target in one scenario (as :func:`run_scenario` draws them)."""
+    if scenario == "dataset":
+        return expand_sources(cfg.sources, target, cfg.targets, arch=cfg.profile.arch)
+    return [cfg.model_source.format(arch=a) for a in cfg.archs]
+
+
+def _features_job(target: str, spec: str, cfg: ChapterConfig, store: results.Store) -> results.Run:
+    train, _, _ = target_splits(target, cfg.image_size, cfg.train_per_class, cfg.val_per_class, seed=cfg.seed)
+    return source_features(spec, train, store=store, profile=cfg.profile, fu_batches=cfg.fu_batches,
+                           device=str(tr_.resolve_device(cfg.device)))
+
+
+def _grid_job(target: str, spec: str, point: Mapping[str, Any], cfg: ChapterConfig,
+              store: results.Store) -> results.Run:
+    train, val, test = target_splits(target, cfg.image_size, cfg.train_per_class, cfg.val_per_class, seed=cfg.seed)
+    ft = grid_config(point, epochs=cfg.epochs, patience=cfg.patience, augment=cfg.augment, seed=cfg.seed,
+                     device=cfg.device)
+    return tr_.finetune(spec, train, val, test, ft, store=store, progress=False, profile=cfg.profile).run
 
 
 def jobs(cfg: ChapterConfig) -> list[Job]:
-    """The chapter's stage-0 jobs: pre-training of every candidate source.
+    """The chapter's store runs for both scenarios: pre-training of every candidate source (stage 0), then its
+    features and S_FU on each target and the fine-tunes of the 6.4.2 grid (stage 1).
 
-    Feature extraction, scores and the fine-tuning grid of the ground truth run in the notebook.
+    The scores (cheap, from the stored features) are computed by the notebook.
     """
-    return pretrain_jobs(chapter_sources(cfg), cfg.profile)
+    out: list[Job] = []
+    for target in cfg.targets:
+        train, val, test = target_splits(target, cfg.image_size, cfg.train_per_class, cfg.val_per_class,
+                                         seed=cfg.seed)
+        grid = hyperparameter_grid(target, cfg.grid_lr, cfg.grid_weight_decay, cfg.grid_momentum,
+                                   cfg.grid_batch_size)
+        for scenario in ("dataset", "model"):
+            specs = scenario_sources(cfg, target, scenario)
+            out += pretrain_jobs(specs, cfg.profile)
+            for spec in specs:
+                key = source_features_config(spec, train, profile=cfg.profile, fu_batches=cfg.fu_batches)
+                out.append(Job("ch6-source-features", key, 1, functools.partial(_features_job, target, spec, cfg)))
+                for point in grid:
+                    ft = grid_config(point, epochs=cfg.epochs, patience=cfg.patience, augment=cfg.augment,
+                                     seed=cfg.seed, device=cfg.device)
+                    key = tr_.finetune_config(spec, train, val, test, ft, profile=cfg.profile)
+                    out.append(Job("finetune", key, 1, functools.partial(_grid_job, target, spec, point, cfg)))
+    return out
