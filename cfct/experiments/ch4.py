@@ -14,7 +14,7 @@ from cfct import data, stats, train
 from cfct.config import ChapterConfig
 from cfct.experiments import robustness
 from cfct.experiments.findings import Finding
-from cfct.experiments.jobs import Job, pretrain_jobs
+from cfct.experiments.jobs import Job
 from cfct.shortcuts import (
     CONFOUNDER_LABELS,
     P_ART_LEVELS,
@@ -337,11 +337,20 @@ def chapter_sources(cfg: ChapterConfig) -> list[str]:
 
 
 def jobs(cfg: ChapterConfig) -> list[Job]:
-    """The chapter's stage-0 jobs: pre-training of every source its settings fine-tune.
-
-    The sweep's fine-tunes (:func:`cfct.experiments.robustness.sweep`) run in the notebook.
-    """
-    return pretrain_jobs(chapter_sources(cfg), cfg.profile)
+    """The chapter's store runs: pre-training of every source (stage 0), the sweeps' fine-tunes (stage 1) and
+    their o.o.d. predictions (stage 2), as :func:`run_settings` computes them."""
+    settings = chapter_settings(cfg.targets, cfg.confounders, sex_target=cfg.sex_target,
+                                noise_target=cfg.noise_target, ct_target=cfg.ct_target)
+    out: list[Job] = []
+    for st in settings:
+        roles = sources_for(st.target, cfg.arch, cfg.natural_source, cfg.medical_source)
+        ft = chapter_finetune_config(st.pos_fraction, lr=cfg.lr, epochs=cfg.epochs, patience=cfg.patience,
+                                     seed=cfg.seed, device=cfg.device)
+        out += robustness.sweep_jobs(st.target, get_confounder(st.confounder), {r: roles[r] for r in st.roles}, ft,
+                                     p_arts=cfg.p_arts, folds=cfg.folds, size=cfg.image_size, n_dev=cfg.n_dev,
+                                     n_test=cfg.n_test, pos_fraction=st.pos_fraction, val_fraction=0.15,
+                                     seed=cfg.seed, profile=cfg.profile)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ share) and an o.o.d. one (every negative image carries the artifact, no positive
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from cfct import data, results, stats, train
 from cfct.errors import ConfigError
+from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.shortcuts import (
     Confounder,
     _check_fraction,
@@ -357,11 +359,15 @@ def _recall(labels: np.ndarray, probs: np.ndarray, positive: int) -> float:
     return float(pred[y].mean()) if y.any() else float("nan")
 
 
+def _ood_key(finetune_key: str, ood: data.ImageSet) -> dict[str, Any]:
+    return {"finetune": finetune_key, "ood": ood.fingerprint(), "name": ood.name}
+
+
 def evaluate_ood(result: Any, ood: Any, *, store: Any = None, device: str = "auto") -> np.ndarray:
     """Probabilities of a fine-tuned model on an o.o.d. set, cached beside the fine-tune run."""
 
     store = store if store is not None else results.default_store()
-    key = {"finetune": result.run.key, "ood": ood.fingerprint(), "name": ood.name}
+    key = _ood_key(result.run.key, ood)
 
     def compute(workdir: Path) -> dict[str, Any]:
         probs = train.predict(result.load_model(), ood, device=device)
@@ -411,6 +417,21 @@ class SweepRun:
         }
 
 
+def _units(target: str, confounder: Confounder, sources: Mapping[str, str], finetune: train.FinetuneConfig, *,
+           p_arts: Sequence[float], folds: int, size: int, n_dev: int, n_test: int, pos_fraction: float,
+           val_fraction: float, seed: int, store: results.Store | None) -> Iterator[tuple]:
+    """The fine-tunes of a sweep in order: (p_art, fold, role, spec, sets, train, val, config)."""
+    for p in p_arts:
+        sets = experiment_sets(target, confounder, p, size=size, n_dev=n_dev, n_test=n_test,
+                               pos_fraction=pos_fraction, seed=seed, store=store)
+        splits = dev_splits(sets.dev.labels, k=folds, val_fraction=val_fraction, groups=sets.dev.groups, seed=seed)
+        for k, (tr, va) in enumerate(splits):
+            trn, val = sets.dev.subset(tr), sets.dev.subset(va)
+            cfg = dataclasses.replace(finetune, seed=finetune.seed + k)
+            for role, spec in sources.items():
+                yield float(p), k, role, spec, sets, trn, val, cfg
+
+
 def sweep(
     target: str,
     confounder: Confounder,
@@ -438,18 +459,41 @@ def sweep(
     """
     plan = [(p, k, role) for p in p_arts for k in range(int(folds)) for role in sources]
     bar = tqdm(total=len(plan), desc=f"{target} / {confounder.name}", disable=not progress)
-    for p in p_arts:
-        sets = experiment_sets(target, confounder, p, size=size, n_dev=n_dev, n_test=n_test,
-                               pos_fraction=pos_fraction, seed=seed, store=store)
-        splits = dev_splits(sets.dev.labels, k=folds, val_fraction=val_fraction, groups=sets.dev.groups, seed=seed)
-        for k, (tr, va) in enumerate(splits):
-            trn, val = sets.dev.subset(tr), sets.dev.subset(va)
-            cfg = dataclasses.replace(finetune, seed=finetune.seed + k)
-            for role, spec in sources.items():
-                bar.set_postfix_str(f"p_art={p:g} fold={k} {role}")
-                res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False)
-                ood_probs = evaluate_ood(res, sets.ood, store=store, device=cfg.device)
-                yield SweepRun(target, confounder.name, float(p), k, role, spec, sets, len(trn), len(val), res,
-                               ood_probs)
-                bar.update()
+    for p, k, role, spec, sets, trn, val, cfg in _units(
+        target, confounder, sources, finetune, p_arts=p_arts, folds=folds, size=size, n_dev=n_dev, n_test=n_test,
+        pos_fraction=pos_fraction, val_fraction=val_fraction, seed=seed, store=store,
+    ):
+        bar.set_postfix_str(f"p_art={p:g} fold={k} {role}")
+        res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False)
+        ood_probs = evaluate_ood(res, sets.ood, store=store, device=cfg.device)
+        yield SweepRun(target, confounder.name, p, k, role, spec, sets, len(trn), len(val), res, ood_probs)
+        bar.update()
     bar.close()
+
+
+def _sweep_job(index: int, what: str, arguments: Mapping[str, Any], profile: Any,
+               store: results.Store) -> results.Run:
+    """Job compute of one unit of a sweep: its fine-tune, or (``what='ood'``) its o.o.d. predictions."""
+    p, k, role, spec, sets, trn, val, cfg = list(_units(**arguments, store=store))[index]
+    res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False)
+    if what == "finetune":
+        return res.run
+    evaluate_ood(res, sets.ood, store=store, device=cfg.device)
+    return store.get("shortcut-ood", _ood_key(res.run.key, sets.ood))
+
+
+def sweep_jobs(target: str, confounder: Confounder, sources: Mapping[str, str], finetune: train.FinetuneConfig, *,
+               p_arts: Sequence[float], folds: int, size: int, n_dev: int, n_test: int, pos_fraction: float,
+               val_fraction: float, seed: int = 0, profile: Any = None) -> list[Job]:
+    """The store runs of :func:`sweep` (same arguments): each fine-tune (stage 1) and its o.o.d. predictions
+    (stage 2). Planning builds the confounded sets (cached in the store, as the sweep would)."""
+    arguments = {"target": target, "confounder": confounder, "sources": dict(sources), "finetune": finetune,
+                 "p_arts": tuple(p_arts), "folds": folds, "size": size, "n_dev": n_dev, "n_test": n_test,
+                 "pos_fraction": pos_fraction, "val_fraction": val_fraction, "seed": seed}
+    out = pretrain_jobs(sources.values(), profile)
+    for i, (_, _, _, spec, sets, trn, val, cfg) in enumerate(_units(**arguments, store=None)):
+        key = train.finetune_config(spec, trn, val, sets.iid, cfg, profile=profile)
+        out.append(Job("finetune", key, 1, functools.partial(_sweep_job, i, "finetune", arguments, profile)))
+        out.append(Job("shortcut-ood", _ood_key(results.config_hash(key), sets.ood), 2,
+                       functools.partial(_sweep_job, i, "ood", arguments, profile)))
+    return out
