@@ -325,17 +325,6 @@ def run_settings(
     return pd.concat(frames, ignore_index=True)
 
 
-def chapter_sources(cfg: ChapterConfig) -> list[str]:
-    """Every source spec the chapter's settings fine-tune."""
-    settings = chapter_settings(cfg.targets, cfg.confounders, sex_target=cfg.sex_target,
-                                noise_target=cfg.noise_target, ct_target=cfg.ct_target)
-    specs = []
-    for st in settings:
-        roles = sources_for(st.target, cfg.arch, cfg.natural_source, cfg.medical_source)
-        specs += [roles[r] for r in st.roles]
-    return specs
-
-
 def jobs(cfg: ChapterConfig) -> list[Job]:
     """The chapter's store runs: pre-training of every source (stage 0), the sweeps' fine-tunes (stage 1) and
     their o.o.d. predictions (stage 2), as :func:`run_settings` computes them."""
