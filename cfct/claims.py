@@ -278,7 +278,7 @@ def _decide(
     """Verdict from a two-sided interval [low, high] of an effect whose null value is 0."""
     if direction == "none":
         if -margin < low and high < margin:
-            return "holds", f"the interval [{low:.3g}, {high:.3g}] lies within +-{margin:g}: no {what} beyond the margin"
+            return "holds", f"the interval [{low:.3g}, {high:.3g}] lies within +-{margin:g}: no {what} beyond it"
         if low > 0 or high < 0:
             return "contradicted", f"the interval [{low:.3g}, {high:.3g}] excludes 0: a {what} exists"
         return "inconclusive", (
