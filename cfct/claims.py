@@ -74,6 +74,7 @@ __all__ = [
     "ledger",
     "write_ledger",
     "render_ledger",
+    "report",
     "LEDGER_COLUMNS",
 ]
 
@@ -722,3 +723,16 @@ def render_ledger(table: pd.DataFrame, chapter: int | None = None) -> str:
     counts = rows["verdict"].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
     return head + "\n".join(lines) + f"\n\n{len(rows)} findings: {summary}.\n"
+
+
+def report(evidence: Iterable[Evidence], chapter: int, profile: str) -> str:
+    """End of a chapter: store its evidence, write its ledger rows (``cfct run``), return its ledger as Markdown.
+
+    One call per chapter run: :func:`record` (for the ledger page), :func:`write_ledger` (the run folder's
+    ``tables/claims_ledger.csv``), :func:`render_ledger` (the chapter's closing table).
+    """
+    items = list(evidence)
+    record(items, chapter, profile)
+    table = ledger(items, chapter=chapter)
+    write_ledger(table)
+    return render_ledger(table, chapter=chapter)

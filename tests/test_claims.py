@@ -228,3 +228,14 @@ def test_write_ledger_into_run_folder(tmp_path: Path, monkeypatch: pytest.Monkey
     assert list(back["id"]) == [c.id for c in claims.registry(5)] and "verdict" in back.columns
     with pytest.raises(ConfigError, match="not a ledger"):
         claims.write_ledger(table.drop(columns="verdict"))
+
+
+def test_report_records_writes_and_renders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CFCT_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("CFCT_RUN_DIR", str(tmp_path / "run"))
+    ev = claims.evaluate("ch5.noise-artifact-mid-high", {"values": [0.8, 0.82, 0.79, 0.85]}, profile="smoke")
+    text = claims.report([ev], chapter=5, profile="smoke")
+    assert "ch5.noise-artifact-mid-high" in text and "**holds**" in text
+    assert claims.recorded("smoke") == [ev]
+    rows = pd.read_csv(tmp_path / "run" / "tables" / "claims_ledger.csv")
+    assert set(rows["chapter"]) == {5} and (rows["verdict"] == "holds").sum() == 1
