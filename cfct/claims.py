@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import html
 import json
 import math
 import os
@@ -701,32 +702,36 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 
 def render_ledger(table: pd.DataFrame, chapter: int | None = None) -> str:
-    """A chapter's (or the whole) ledger as a Markdown table for a page (``IPython.display.Markdown``).
+    """A chapter's (or the whole) ledger as an HTML table for a page (``IPython.display.HTML``).
 
-    Columns: finding (id and section), the thesis's words, published number with its source, this run's
-    estimate with its interval, p, n, verdict (with its reason), and the link to the evidence.
+    HTML rather than Markdown because myst-nb renders a cell's Markdown output as CommonMark, which has no
+    tables. Columns: finding (id, figure), the thesis's words, the published number with its source, this
+    run's estimate with its interval, p, n, the verdict with its reason, and the link to the evidence. The
+    last line counts the verdicts.
     """
     rows = table if chapter is None else table[table["chapter"] == int(chapter)]
-    head = "| finding | thesis | published | estimate [95% CI] | p | n | verdict | evidence |\n"
-    head += "|---|---|---|---|---|---|---|---|\n"
-    lines = []
+    heads = ("finding", "thesis", "published", "estimate [95% CI]", "p", "n", "verdict", "evidence")
+    out = ['<table class="claims-ledger">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead>",
+           "<tbody>"]
     for _, r in rows.iterrows():
         pub = f"{r['published']} ({r['published_source']})" if str(r["published"]) else ""
         est = _fmt(r["estimate"])
         if est and _fmt(r["ci_low"]):
             est += f" [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
-        verdict = f"**{r['verdict']}**" + (f": {r['reason']}" if r["verdict"] != "not run" else "")
-        link = f"[{r['section']}]({r['link']})" if r["link"] else f"§{r['section']}"
-        quote = str(r["quote"]).replace("|", "\\|")
-        lines.append(f"| `{r['id']}` ({r['figure'] or '§' + r['section']}) | {quote} | {pub} | {est} | "
-                     f"{_fmt(r['p_value'], 2)} | {r['n']} | {verdict} | {link} |")
+        verdict = f"<b>{r['verdict']}</b>" + (f": {html.escape(str(r['reason']))}" if r["verdict"] != "not run" else "")
+        where = f"§{r['section']}"
+        link = f'<a href="{html.escape(str(r["link"]))}">{where}</a>' if r["link"] else where
+        cells = (f"<code>{r['id']}</code><br>{html.escape(str(r['figure']) or where)}", html.escape(str(r["quote"])),
+                 html.escape(pub), est, _fmt(r["p_value"], 2), str(r["n"]), verdict, link)
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     counts = rows["verdict"].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in VERDICTS)
-    return head + "\n".join(lines) + f"\n\n{len(rows)} findings: {summary}.\n"
+    out += ["</tbody>", "</table>", f"<p>{len(rows)} findings: {summary}.</p>"]
+    return "\n".join(out)
 
 
 def report(evidence: Iterable[Evidence], chapter: int, profile: str) -> str:
-    """End of a chapter: store its evidence, write its ledger rows (``cfct run``), return its ledger as Markdown.
+    """End of a chapter: store its evidence, write its ledger rows (``cfct run``), return its ledger as HTML.
 
     One call per chapter run: :func:`record` (for the ledger page), :func:`write_ledger` (the run folder's
     ``tables/claims_ledger.csv``), :func:`render_ledger` (the chapter's closing table).

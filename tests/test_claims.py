@@ -214,6 +214,7 @@ def test_ledger_rows_not_run_and_roundtrip(tmp_path: Path) -> None:
     text = claims.render_ledger(table, chapter=6)
     assert "ch6.breast-beats-organs" in text and "ch3." not in text
     assert f"{len(claims.registry(6))} findings" in text
+    assert text.count("<tr>") == len(claims.registry(6)) + 1 and 'href="06.html#size"' in text
     with pytest.raises(ConfigError, match="not registered under chapter 3"):
         claims.record([ev], chapter=3, profile="quick", root=tmp_path)
 
@@ -235,7 +236,7 @@ def test_report_records_writes_and_renders(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("CFCT_RUN_DIR", str(tmp_path / "run"))
     ev = claims.evaluate("ch5.noise-artifact-mid-high", {"values": [0.8, 0.82, 0.79, 0.85]}, profile="smoke")
     text = claims.report([ev], chapter=5, profile="smoke")
-    assert "ch5.noise-artifact-mid-high" in text and "**holds**" in text
+    assert "ch5.noise-artifact-mid-high" in text and "<b>holds</b>" in text
     assert claims.recorded("smoke") == [ev]
     rows = pd.read_csv(tmp_path / "run" / "tables" / "claims_ledger.csv")
     assert set(rows["chapter"]) == {5} and (rows["verdict"] == "holds").sum() == 1
