@@ -164,6 +164,10 @@ class Claim:
             raise unknown_choice(f"correlation method of claim {self.id!r}", self.method, CORRELATION_METHODS)
         if not self.quote or not self.quantity:
             raise ConfigError(f"claim {self.id!r} needs a quote and a quantity")
+        n_arms = 1 if self.rule == "greater_than" else 2
+        if self.arms and len(self.arms) != n_arms:
+            raise ConfigError(f"claim {self.id!r} ({self.rule}) names {len(self.arms)} arms {self.arms}; "
+                              f"it compares {n_arms}")
 
 
 @dataclasses.dataclass(frozen=True)

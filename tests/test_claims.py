@@ -240,3 +240,17 @@ def test_report_records_writes_and_renders(tmp_path: Path, monkeypatch: pytest.M
     assert claims.recorded("smoke") == [ev]
     rows = pd.read_csv(tmp_path / "run" / "tables" / "claims_ledger.csv")
     assert set(rows["chapter"]) == {5} and (rows["verdict"] == "holds").sum() == 1
+
+
+def test_claim_validation() -> None:
+    base = {"id": "ch4.x", "chapter": 4, "section": "4.3", "figure": None, "quote": "q", "quantity": "ch4.q",
+            "rule": "paired_difference", "direction": "greater"}
+    assert claims.Claim(**base).rule == "paired_difference"
+    with pytest.raises(ConfigError, match="must start with 'ch4.'"):
+        claims.Claim(**{**base, "id": "ch3.x"})
+    with pytest.raises(ConfigError, match="unknown rule"):
+        claims.Claim(**{**base, "rule": "sign_of_difference"})
+    with pytest.raises(ConfigError, match="margin"):
+        claims.Claim(**{**base, "direction": "none"})
+    with pytest.raises(ConfigError, match="compares 2"):
+        claims.Claim(**{**base, "arms": ("a", "b", "c")})
