@@ -260,7 +260,8 @@ def radial_psd(
             spectrum = torch.fft.rfft2(chunk.to(dtype), norm="ortho")
         else:
             spectrum = torch.fft.fft2(chunk, norm="ortho")
-        power = spectrum.abs().square() if exponent == 2 else spectrum.abs().pow(exponent)
+        magnitude = spectrum.abs()
+        power = magnitude if exponent == 1 else magnitude.square() if exponent == 2 else magnitude.pow(exponent)
         # mean over channels, then one scatter-add of every coefficient into its radial bin
         power = power.mean(dim=1)
         if real_input:
