@@ -67,6 +67,7 @@ __all__ = [
     "correlation",
     "greater_than",
     "evaluate",
+    "arms_from_table",
     "registry",
     "untestable",
     "get_claim",
@@ -558,6 +559,50 @@ def evaluate(
         out = greater_than(data["values"], c.threshold, direction=c.direction, alpha=alpha, margin=c.margin)
     src = sources if isinstance(sources, str) else ", ".join(sources)
     return Evidence(claim_id=c.id, profile=profile, sources=src, link=link, **dataclasses.asdict(out))
+
+
+def arms_from_table(
+    table: pd.DataFrame, *, value: str, arm: str, a: Any, b: Any, pair_by: str | Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """The two arms of a difference claim from a tidy results table, paired by key rather than by row order.
+
+    Parameters
+    ----------
+    table : DataFrame
+        One row per replicate and arm (e.g. the per-fold AUC table of a chapter).
+    value : str
+        Column holding the compared quantity (e.g. ``"test_auc"``).
+    arm : str
+        Column naming the arm (e.g. ``"source"``).
+    a, b : scalar
+        The values of ``arm`` that form arms ``a`` and ``b``.
+    pair_by : str or list of str, optional
+        Columns identifying a replicate (e.g. ``["target", "fold"]``): the arms are aligned on them and a
+        replicate missing from either arm is an error. None: independent arms (unpaired rules).
+
+    Returns
+    -------
+    dict with ``a`` and ``b`` arrays, ready for :func:`evaluate`.
+    """
+    for col in [value, arm, *([pair_by] if isinstance(pair_by, str) else list(pair_by or []))]:
+        if col not in table.columns:
+            raise ConfigError(f"column {col!r} is not in the table; columns: {list(table.columns)}")
+    sel_a, sel_b = table[table[arm] == a], table[table[arm] == b]
+    if sel_a.empty or sel_b.empty:
+        raise ConfigError(f"no rows with {arm} == {a if sel_a.empty else b!r}; values: {sorted(table[arm].unique())}")
+    if pair_by is None:
+        return {"a": sel_a[value].to_numpy(float), "b": sel_b[value].to_numpy(float)}
+    keys = [pair_by] if isinstance(pair_by, str) else list(pair_by)
+    for name, sel in (("a", sel_a), ("b", sel_b)):
+        if sel.duplicated(keys).any():
+            raise ConfigError(f"arm {name} has several rows per replicate {keys}; aggregate them first")
+    merged = sel_a[[*keys, value]].merge(sel_b[[*keys, value]], on=keys, how="outer", suffixes=("_a", "_b"),
+                                         indicator=True)
+    unmatched = merged[merged["_merge"] != "both"]
+    if len(unmatched):
+        raise ConfigError(f"replicates present in only one arm: {unmatched[keys].to_dict('records')}")
+    merged = merged.sort_values(keys)
+    return {"a": merged[f"{value}_a"].to_numpy(float), "b": merged[f"{value}_b"].to_numpy(float)}
 
 
 # ------------------------------------------------------------------------------------------------- registry

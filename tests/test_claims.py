@@ -254,3 +254,21 @@ def test_claim_validation() -> None:
         claims.Claim(**{**base, "direction": "none"})
     with pytest.raises(ConfigError, match="compares 2"):
         claims.Claim(**{**base, "arms": ("a", "b", "c")})
+
+
+def test_arms_from_table_pairs_by_key() -> None:
+    table = pd.DataFrame({
+        "fold": [0, 1, 2, 2, 1, 0], "source": ["n", "n", "n", "m", "m", "m"],
+        "auc": [0.9, 0.8, 0.7, 0.65, 0.78, 0.85],
+    })
+    arms = claims.arms_from_table(table, value="auc", arm="source", a="n", b="m", pair_by="fold")
+    np.testing.assert_allclose(arms["a"] - arms["b"], [0.05, 0.02, 0.05])  # rows in other orders still pair
+    assert claims.evaluate("ch3.natural-beats-medical-breast", arms).n == (3,)
+    with pytest.raises(ConfigError, match="only one arm"):
+        claims.arms_from_table(table.iloc[:5], value="auc", arm="source", a="n", b="m", pair_by="fold")
+    with pytest.raises(ConfigError, match="several rows"):
+        claims.arms_from_table(pd.concat([table, table]), value="auc", arm="source", a="n", b="m", pair_by="fold")
+    with pytest.raises(ConfigError, match="no rows"):
+        claims.arms_from_table(table, value="auc", arm="source", a="n", b="imagenet", pair_by="fold")
+    unpaired = claims.arms_from_table(table, value="auc", arm="source", a="n", b="m")
+    assert len(unpaired["a"]) == len(unpaired["b"]) == 3
