@@ -1,8 +1,8 @@
 """Spectral analysis of data, artifacts and models (thesis Chapter 5).
 
-- :func:`radial_psd` is Eq. 5.1: the 2D power spectrum of an image integrated over angle into a 1D density
+- :func:`radial_psd` is Eq. 5.1: the 2D spectrum magnitude of an image integrated over angle into a 1D density
   over radial frequency, for one image or a whole batch, on NumPy or torch input (one FFT per batch, radial
-  binning by a precomputed index).
+  binning by a precomputed index); the power spectrum and the ring sum are named options.
 - :func:`artifact_psd` is the spectrum of a frequency artifact: the PSD of the residual (modified - original).
 - :func:`learning_priority` is the PSD of the gradient of the loss with respect to the input image, averaged
   over a dataset (Lin et al. 2022, the thesis's reference [117]).
@@ -21,8 +21,9 @@ spectrum over all frequencies equals the image energy ``sum(x**2)``.
 *Radial frequency.* A DFT coefficient at integer frequency (u, v) (cycles per image, ``u, v`` in
 ``[-M/2, M/2)``) has radius ``r = sqrt(u**2 + v**2)`` and falls into bin ``k = round(r)``. Eq. 5.1 keeps
 ``k = 0 .. M/2 - 1`` (M the image side); the corners of the spectrum (``r >= M/2 - 1/2``, beyond the largest
-circle that fits) are dropped unless ``include_corners=True``. Integrating over angle is a sum over the
-coefficients of a ring, so a white-noise image has a PSD that grows linearly with k.
+circle that fits) are dropped unless ``include_corners=True``. Integrating over angle is ``2 pi`` times the mean
+over the coefficients of a ring, so an image with a flat spectrum (white noise, in expectation) has a flat PSD;
+the ring *sum* (``reduce='sum'``), which grows linearly with k for white noise, is kept as an option.
 
 *Normalised frequency* (the x-axis of Fig. 5.3): ``omega_bar_k = k / (M/2 - 1)``, 1 at the highest radial
 frequency kept; see :func:`normalized_frequencies`.
@@ -162,23 +163,36 @@ def _as_nchw(x: ArrayLike, layout: str | None) -> tuple[torch.Tensor, bool]:
     return t, layout == "HW"
 
 
+PSD_REDUCTIONS = ("integral", "sum")
+
+
 def radial_psd(
     x: ArrayLike,
     *,
-    exponent: float = 2.0,
+    exponent: float = 1.0,
+    reduce: str = "integral",
     layout: str | None = None,
     include_corners: bool = False,
     batch_size: int = 4096,
 ) -> ArrayLike:
-    r"""Radial power spectral density of an image or a batch of images (Eq. 5.1).
+    r"""Radial spectral density of an image or a batch of images (Eq. 5.1).
 
     .. math::
-        PSD(\omega_k) = \int_0^{2\pi} \|\mathcal{F}(X)(\omega_k \cos\phi, \omega_k \sin\phi)\|^p \, d\phi
+        PSD(\omega_k) = \int_0^{2\pi} \|\mathcal{F}(X)(\omega_k \cos\phi, \omega_k \sin\phi)\| \, d\phi
 
-    discretised as the sum of ``|F(X)(u, v)|**p`` over the DFT coefficients whose radius rounds to ``k``
-    (unitary DFT; see the module docstring). Eq. 5.1 writes the magnitude (``p = 1``); the default ``p = 2``
-    is the power spectrum, for which Parseval holds: with ``include_corners=True``,
-    ``radial_psd(x).sum() == (x ** 2).sum()`` (mean over channels).
+    By default this is the equation as printed: the *magnitude* ``|F|`` (``exponent=1``) integrated over the
+    angle, discretised as the mean of ``|F(X)(u, v)|`` over the DFT coefficients whose radius rounds to ``k``
+    times ``2 pi`` (``reduce='integral'``; unitary DFT, see the module docstring). An image whose spectrum
+    magnitude does not depend on the direction or the radius (a single bright pixel) has a flat PSD.
+
+    Two named variants reproduce other conventions:
+
+    * ``exponent=2``: the power spectrum ``|F|**2`` instead of the magnitude;
+    * ``reduce='sum'``: the *sum* over the ring's coefficients instead of the angular integral. A ring at radius
+      k holds about ``2 pi k`` coefficients, so the sum weights each radius by its circumference (a white-noise
+      image then rises linearly with k). ``exponent=2, reduce='sum'`` is the book's earlier ``radial_psd``, for
+      which Parseval holds: with ``include_corners=True``, ``radial_psd(x, exponent=2, reduce='sum').sum() ==
+      (x ** 2).sum()`` (mean over channels).
 
     Parameters
     ----------
@@ -186,11 +200,15 @@ def radial_psd(
         One image ``(H, W)``, a batch of grey images ``(N, H, W)``, or a batch with channels: ``(N, H, W, C)``
         for NumPy (the ImageSet layout), ``(N, C, H, W)`` for torch. Any dtype (uint8 is cast to float).
     exponent : float
-        ``p``: 2 for the power spectrum (default), 1 for the magnitude form written in Eq. 5.1.
+        ``p`` in ``|F|**p``: 1, the magnitude of Eq. 5.1 (default), or 2 for the power spectrum.
+    reduce : {'integral', 'sum'}
+        ``'integral'``: ``2 pi`` x the ring mean, the angular integral of Eq. 5.1 (default); ``'sum'``: the ring
+        sum.
     layout : {'HW', 'NHW', 'NHWC', 'NCHW'}, optional
         Override the layout inferred from the number of dimensions.
     include_corners : bool
-        Also keep the corner frequencies beyond ``M/2 - 1``.
+        Also keep the corner frequencies beyond ``M/2 - 1`` (rings there are incomplete circles; their ring
+        mean is over the coefficients that exist).
     batch_size : int
         Images per FFT; bounds memory for large sets (the work within a batch is one vectorised FFT).
 
@@ -207,9 +225,14 @@ def radial_psd(
     >>> wave = np.cos(2 * np.pi * (3 * n[:, None] + 4 * n[None, :]) / 32)   # radius sqrt(3**2 + 4**2) = 5
     >>> int(np.argmax(radial_psd(wave)))
     5
+    >>> delta = np.zeros((8, 8)); delta[0, 0] = 1.0           # |F| = 1/8 at every frequency
+    >>> np.allclose(radial_psd(delta), 2 * np.pi / 8)
+    True
     """
     if exponent <= 0:
         raise ConfigError(f"exponent must be positive, got {exponent}")
+    if reduce not in PSD_REDUCTIONS:
+        raise unknown_choice("PSD reduction", reduce, PSD_REDUCTIONS)
     if int(batch_size) < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     is_numpy = isinstance(x, np.ndarray)
@@ -233,16 +256,27 @@ def radial_psd(
             spectrum = torch.fft.rfft2(chunk.to(dtype), norm="ortho")
         else:
             spectrum = torch.fft.fft2(chunk, norm="ortho")
-        power = spectrum.abs().square() if exponent == 2 else spectrum.abs().pow(exponent)
+        magnitude = spectrum.abs()
+        power = magnitude if exponent == 1 else magnitude.square() if exponent == 2 else magnitude.pow(exponent)
         # mean over channels, then one scatter-add of every coefficient into its radial bin
         power = power.mean(dim=1)
         if real_input:
             power = power * weight
         out[start : start + chunk.shape[0]].index_add_(1, index, power.reshape(chunk.shape[0], -1))
     psd = out[:, :n_bins]
+    if reduce == "integral":
+        counts = _ring_counts_cpu(int(height), int(width), bool(include_corners), real_input)
+        psd = psd * (2 * np.pi / counts.to(device=psd.device, dtype=psd.dtype))
     if single:
         psd = psd[0]
     return psd.cpu().numpy().astype(np.float64) if is_numpy else psd
+
+
+@functools.lru_cache(maxsize=32)
+def _ring_counts_cpu(height: int, width: int, include_corners: bool, real_input: bool) -> torch.Tensor:
+    """Number of DFT coefficients in each kept radial bin (the full spectrum's count, mirrors included)."""
+    full, n_bins = _radial_index_cpu(height, width, include_corners)
+    return torch.bincount(full, minlength=n_bins + 1)[:n_bins].to(torch.float64)
 
 
 def normalize_psd(psd: ArrayLike, how: str = "sum") -> ArrayLike:
@@ -361,7 +395,8 @@ def learning_priority(
     batch_size: int = 128,
     max_images: int | None = None,
     device: str | torch.device = "auto",
-    exponent: float = 2.0,
+    exponent: float = 1.0,
+    reduce: str = "integral",
     progress: bool = False,
 ) -> np.ndarray:
     """Learning priority of a model: the radial PSD of the input gradient of its loss, averaged over data.
@@ -391,8 +426,9 @@ def learning_priority(
         Use only the first ``max_images`` images.
     device : str or torch.device
         'auto' uses :func:`cfct.train.resolve_device` when available, else the model's device.
-    exponent : float
-        Passed to :func:`radial_psd` (2: power spectrum).
+    exponent, reduce : float, str
+        Passed to :func:`radial_psd`: Eq. 5.1 as printed by default (magnitude, angular integral);
+        ``exponent=2, reduce='sum'`` is the book's earlier ring-summed power spectrum.
     progress : bool
         Show a tqdm bar over batches.
 
@@ -429,7 +465,7 @@ def learning_priority(
             x = images[start : start + int(batch_size)].to(dev)
             y = None if labels == "predicted" else targets[start : start + int(batch_size)].to(dev)
             grad = input_gradients(model, x, y, task=task, normalization=normalization)
-            psd = radial_psd(grad.double(), exponent=exponent).sum(0)
+            psd = radial_psd(grad.double(), exponent=exponent, reduce=reduce).sum(0)
             total = psd if total is None else total + psd
     finally:
         model.train(was_training)

@@ -21,6 +21,8 @@ from cfct.errors import ConfigError, IncompatibleError
 __all__ = [
     "roc_auc",
     "fold_summary",
+    "keras_auc",
+    "KERAS_EPSILON",
     "permutation_test",
     "mean_ci",
     "weighted_tau",
@@ -139,6 +141,80 @@ def fold_summary(table: pd.DataFrame, metrics: Sequence[str], keys: Sequence[str
             rows.append({**dict(zip(keys, key, strict=True)), "metric": metric, "mean": mean, "std": std,
                          "ci_low": low, "ci_high": high, "n": len(values)})
     return pd.DataFrame(rows, columns=[*keys, "metric", "mean", "std", "ci_low", "ci_high", "n"])
+KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): the end thresholds sit this far outside [0, 1]
+
+
+def keras_auc(labels, probs, *, num_thresholds: int = 200) -> float:
+    """ROC AUC as ``tf.keras.metrics.AUC()`` reports it for one-hot labels: the thesis's Table 3.2 AUC.
+
+    The thesis fine-tuned in Keras with ``metrics=[AUC()]`` and one-hot (categorical) labels. With its defaults
+    (``curve='ROC'``, ``summation_method='interpolation'``, ``multi_label=False``) that metric
+
+    1. flattens the one-hot label matrix and the predicted probabilities into one list of N*C (label, score)
+       pairs, i.e. a *micro* average over classes;
+    2. counts TP/FP/TN/FN at ``num_thresholds`` thresholds: ``-eps``, the ``num_thresholds - 2`` evenly spaced
+       interior values ``i / (num_thresholds - 1)`` (i = 1 .. num_thresholds - 2) and ``1 + eps``
+       (eps = :data:`KERAS_EPSILON`); a score counts as positive when it is strictly above the threshold;
+    3. sums trapezoids of recall over the false-positive rate between neighbouring thresholds
+       (a rate with a zero denominator is 0).
+
+    Implemented here from that description (no TensorFlow dependency). It differs from the exact AUC
+    (:func:`roc_auc`, per-class one-vs-rest averaged) in two ways: scores within one threshold bin
+    are tied, and the average is over pooled (sample, class) pairs; with more thresholds it tends to the exact
+    micro-averaged AUC (``sklearn.metrics.roc_auc_score(onehot.ravel(), probs.ravel())``).
+
+    Parameters
+    ----------
+    labels : array-like of int, shape (N,), or one-hot array (N, C)
+        Class index per sample, or the one-hot matrix itself.
+    probs : array-like of float, shape (N, C), or (N,) for binary
+        Predicted probabilities in [0, 1] (softmax outputs). A 1-D array is P(class 1) of a binary task and is
+        expanded to the two columns ``(1 - p, p)`` a two-way softmax would give.
+    num_thresholds : int
+        Keras's ``num_thresholds`` (default 200, as the thesis used).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> round(keras_auc([1, 0], [[0.2, 0.8], [0.7, 0.3]]), 6)
+    1.0
+    """
+    if int(num_thresholds) < 2:
+        raise ValueError(f"num_thresholds must be at least 2, got {num_thresholds}")
+    p = np.asarray(probs, dtype=float)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probs must be (N,) or (N, C) with C >= 2, got shape {p.shape}")
+    if not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
+        raise ValueError("probs must be probabilities in [0, 1] (Keras asserts this range)")
+    y = np.asarray(labels)
+    if y.ndim == 1:
+        if y.shape[0] != p.shape[0]:
+            raise ValueError(f"{y.shape[0]} labels but {p.shape[0]} predictions")
+        if y.min() < 0 or y.max() >= p.shape[1]:
+            raise ValueError(f"labels must be class indices in [0, {p.shape[1]}), got range {y.min()}..{y.max()}")
+        onehot = np.eye(p.shape[1], dtype=bool)[y.astype(int)]
+    elif y.shape == p.shape:
+        onehot = y.astype(bool)
+    else:
+        raise ValueError(f"labels must be (N,) class indices or one-hot {p.shape}, got shape {y.shape}")
+    truth, score = onehot.ravel(), p.ravel()
+    if truth.all() or not truth.any():
+        raise ValueError("keras_auc needs both positive and negative (sample, class) pairs")
+    n = int(num_thresholds)
+    inner = [(i + 1) / (n - 1) for i in range(n - 2)]
+    thresholds = np.array([-KERAS_EPSILON, *inner, 1.0 + KERAS_EPSILON])
+    # counts above each threshold, from sorted scores (strict '>' as Keras)
+    pos, neg = np.sort(score[truth]), np.sort(score[~truth])
+    tp = pos.size - np.searchsorted(pos, thresholds, side="right")
+    fp = neg.size - np.searchsorted(neg, thresholds, side="right")
+    recall = tp / pos.size
+    fpr = fp / neg.size
+    return float(np.sum((fpr[:-1] - fpr[1:]) * (recall[:-1] + recall[1:]) / 2.0))
 
 
 def permutation_test(a, b, *, n_resamples: int = 10000, paired: bool = True, seed: int = 0) -> float:

@@ -276,29 +276,70 @@ def test_at_n_suffix_is_stratified() -> None:
     assert np.array_equal(sub.images, full.images[sub.index])
 
 
-def test_cv_splits_patient_disjoint_nih() -> None:
+def _assert_partition(splits: list, n: int) -> None:
+    for tr, va, te in splits:
+        assert len(np.intersect1d(tr, va)) == len(np.intersect1d(tr, te)) == len(np.intersect1d(va, te)) == 0
+        assert len(tr) + len(va) + len(te) == n
+
+
+def test_cv_splits_kfold_test_sets_disjoint_and_groups_never_split() -> None:
     ds = data.load_target("csv:nih-cxr14-sample", "all", 32)
     splits = data.cv_splits(ds, k=3, seed=0)
     assert len(splits) == 3
+    _assert_partition(splits, len(ds))
+    tests = [te for _, _, te in splits]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert len(np.intersect1d(tests[i], tests[j])) == 0  # real replicates: no image tested twice
+            assert not set(ds.groups[tests[i]]) & set(ds.groups[tests[j]])
     for tr, va, te in splits:
-        assert len(np.intersect1d(tr, va)) == len(np.intersect1d(tr, te)) == len(np.intersect1d(va, te)) == 0
-        assert len(tr) + len(va) + len(te) == len(ds)
         g = [set(ds.groups[i]) for i in (tr, va, te)]
         assert not (g[0] & g[1] or g[0] & g[2] or g[1] & g[2])
-        assert 0.12 < len(te) / len(ds) < 0.2 and 0.03 < len(va) / len(ds) < 0.09
+        # 7 parts of ~14% (patients hold up to ~20 images each, so parts vary), validation 5% of all images
+        assert 0.08 < len(te) / len(ds) < 0.22 and 0.03 < len(va) / len(ds) < 0.09
         assert all(len(np.unique(ds.labels[i])) == 2 for i in (tr, va, te))
-    assert not np.array_equal(splits[0][2], splits[1][2])
     again = data.cv_splits(ds, k=3, seed=0)
-    assert all(
-        np.array_equal(x, y) for s, t in zip(splits, again, strict=True) for x, y in zip(s, t, strict=True)
-    )
+    assert all(np.array_equal(x, y) for s, t in zip(splits, again, strict=True) for x, y in zip(s, t, strict=True))
+    other = data.cv_splits(ds, k=3, seed=1)
+    assert not np.array_equal(other[0][2], splits[0][2])
+    # seven folds at the default 15% use every part: the test sets cover the data
+    seven = data.cv_splits(ds, k=7, seed=0)
+    assert np.array_equal(np.sort(np.concatenate([te for _, _, te in seven])), np.arange(len(ds)))
 
 
-def test_cv_splits_single_class_error() -> None:
+def test_cv_splits_kfold_cover_is_classic_kfold() -> None:
+    ds = data.load_target("breastmnist", "train", 28).subset(np.arange(200))
+    splits = data.cv_splits(ds, k=4, seed=3, cover=True)
+    _assert_partition(splits, len(ds))
+    tests = np.concatenate([te for _, _, te in splits])
+    assert np.array_equal(np.sort(tests), np.arange(len(ds)))  # disjoint and covering
+    for _, va, te in splits:
+        assert 0.2 < len(te) / len(ds) < 0.3 and 0.03 < len(va) / len(ds) < 0.08
+        # stratified: each test fold has about the class balance of the whole set
+        assert abs(ds.labels[te].mean() - ds.labels.mean()) < 0.06
+
+
+def test_cv_splits_repeated_scheme_keeps_earlier_protocol() -> None:
+    ds = data.load_target("csv:nih-cxr14-sample", "all", 32)
+    splits = data.cv_splits(ds, k=3, seed=0, scheme="repeated")
+    _assert_partition(splits, len(ds))
+    for _, va, te in splits:
+        assert 0.12 < len(te) / len(ds) < 0.2 and 0.03 < len(va) / len(ds) < 0.09
+    # independent draws: test sets overlap, which is why k-fold is the default
+    assert len(np.intersect1d(splits[0][2], splits[1][2])) > 0
+
+
+def test_cv_splits_errors() -> None:
     ds = data.load_target("breastmnist", "train", 28)
     tiny = ds.subset(np.r_[np.flatnonzero(ds.labels == 1)[:40], np.flatnonzero(ds.labels == 0)[:2]])
     with pytest.raises(IncompatibleError, match="single class|1 class"):
-        data.cv_splits(tiny, k=1, seed=0)
+        data.cv_splits(tiny, k=1, seed=0, scheme="repeated")
+    with pytest.raises(IncompatibleError, match="single class|1 class"):
+        data.cv_splits(tiny, k=2, seed=0)
+    with pytest.raises(ConfigError, match="k >= 2"):
+        data.cv_splits(ds, k=1, seed=0)
+    with pytest.raises(ConfigError, match="valid choices: kfold, repeated"):
+        data.cv_splits(ds, k=3, seed=0, scheme="bootstrap")
 
 
 def test_multi_label_handling() -> None:
@@ -308,8 +349,9 @@ def test_multi_label_handling() -> None:
     assert ml.n_classes == 3 and ml.class_counts().shape == (3,)
     with pytest.raises(IncompatibleError, match="multi-label"):
         data.subsample_per_class(ml, 5, seed=0)
-    tr, va, te = data.cv_splits(ml, k=1, seed=0)[0]
+    tr, va, te = data.cv_splits(ml, k=1, seed=0, scheme="repeated")[0]
     assert len(tr) + len(va) + len(te) == len(ml)
+    _assert_partition(data.cv_splits(ml, k=3, seed=0), len(ml))
     assert len(data.stratified_subsample(ml.labels, 10, 0)) == 10
     assert medmnist.INFO["chestmnist"]["task"].startswith("multi-label")  # mapped to 'multi-label'
 

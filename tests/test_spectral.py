@@ -33,13 +33,14 @@ def _camera(size: int = 64) -> np.ndarray:
 @pytest.mark.parametrize(("size", "u", "v"), [(32, 3, 4), (32, 0, 7), (28, 5, 12), (64, 20, 21), (31, 6, 8)])
 def test_sinusoid_peaks_at_its_frequency(size: int, u: int, v: int) -> None:
     wave = _wave(size, u, v)
-    psd = spectral.radial_psd(wave)
     k = int(round(np.hypot(u, v)))
-    assert psd.shape == (size // 2,)
-    assert int(np.argmax(psd)) == k
-    # a pure cosine has no other power: everything (the DC term of a zero-mean wave aside) is in bin k
+    for options in ({}, {"exponent": 2, "reduce": "sum"}):
+        psd = spectral.radial_psd(wave, **options)
+        assert psd.shape == (size // 2,)
+        assert int(np.argmax(psd)) == k
+        assert np.delete(psd, [0, k]).max() < 1e-10 * psd[k]
+    # ring-summed power: a pure cosine has all its energy (the DC term of a zero-mean wave aside) in bin k
     np.testing.assert_allclose(psd[k], (wave**2).sum() - psd[0], rtol=1e-10)
-    assert np.delete(psd, [0, k]).max() < 1e-20 * psd[k]
 
 
 def test_sinusoid_torch_matches_numpy() -> None:
@@ -49,21 +50,55 @@ def test_sinusoid_torch_matches_numpy() -> None:
     np.testing.assert_allclose(out[0].numpy(), spectral.radial_psd(wave), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("size", [8, 28, 32])
+def test_eq_5_1_flat_spectrum_gives_flat_psd(size: int) -> None:
+    """A single bright pixel has |F| = 1/M at every frequency: the angular integral is 2 pi / M at every radius,
+    while the ring sum grows with the ring's circumference."""
+    delta = np.zeros((size, size))
+    delta[3, 5] = 1.0
+    np.testing.assert_allclose(spectral.radial_psd(delta), 2 * np.pi / size, rtol=1e-12)
+    np.testing.assert_allclose(spectral.radial_psd(delta, exponent=2), 2 * np.pi / size**2, rtol=1e-12)
+    index, n_bins = spectral.radial_index(size, size)
+    ring = np.bincount(index, minlength=n_bins + 1)[:n_bins]
+    np.testing.assert_allclose(spectral.radial_psd(delta, reduce="sum"), ring / size, rtol=1e-12)
+    assert ring[-1] >= 2 * ring[1]  # the ring sum grows with the circumference
+    # white noise averaged over many images: the power form is flat in expectation (within sampling error)
+    noise = np.random.default_rng(0).normal(size=(400, size, size))
+    mean_psd = spectral.radial_psd(noise, exponent=2).mean(0)
+    np.testing.assert_allclose(mean_psd[1:], 2 * np.pi, rtol=0.1)
+
+
+def test_eq_5_1_known_values_on_a_hand_made_image() -> None:
+    """4x4 image, unitary DFT, bins k = 0, 1 (M/2 = 2): bin 0 = {(0, 0)}, bin 1 = {(0, +-1), (+-1, 0),
+    (+-1, +-1)} (radius 1 and sqrt 2 both round to 1); |F| is computed with NumPy's FFT independently."""
+    img = np.array([[1.0, 2, 0, 0], [0, 1, 0, 3], [4, 0, 0, 1], [0, 0, 2, 0]])
+    mag = np.abs(np.fft.fft2(img, norm="ortho"))
+    ring1 = [(0, 1), (0, 3), (1, 0), (3, 0), (1, 1), (1, 3), (3, 1), (3, 3)]
+    expected = np.array([2 * np.pi * mag[0, 0], 2 * np.pi * np.mean([mag[i, j] for i, j in ring1])])
+    np.testing.assert_allclose(spectral.radial_psd(img), expected, rtol=1e-12)
+    np.testing.assert_allclose(mag[0, 0], img.sum() / 4)  # the DC term is the sum over the side length
+    summed = np.array([mag[0, 0] ** 2, sum(mag[i, j] ** 2 for i, j in ring1)])
+    np.testing.assert_allclose(spectral.radial_psd(img, exponent=2, reduce="sum"), summed, rtol=1e-12)
+    with pytest.raises(ConfigError, match="PSD reduction"):
+        spectral.radial_psd(img, reduce="mean")
+
+
 @pytest.mark.parametrize("shape", [(32, 32), (5, 28, 28), (4, 33, 31), (3, 16, 16, 3)])
 def test_parseval_total_power_is_image_energy(shape: tuple[int, ...]) -> None:
     """Unitary DFT: with the corner frequencies kept, sum(PSD) = sum(x**2) (mean over channels)."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape)
-    psd = spectral.radial_psd(x, include_corners=True)
+    power_sum = {"exponent": 2, "reduce": "sum"}  # the ring-summed power spectrum option
+    psd = spectral.radial_psd(x, include_corners=True, **power_sum)
     energy = (x**2).sum(axis=(-3, -2)).mean(-1) if len(shape) == 4 else (x**2).sum(axis=(-2, -1))
     np.testing.assert_allclose(psd.sum(-1), energy, rtol=1e-10)
     # the Eq. 5.1 range (k < M/2) drops only the corners, so it holds less than all of the energy
-    assert np.all(spectral.radial_psd(x).sum(-1) < energy)
+    assert np.all(spectral.radial_psd(x, **power_sum).sum(-1) < energy)
 
 
 def test_parseval_on_uint8_image_batch_float32_path() -> None:
     images = (np.random.default_rng(1).random((6, 28, 28, 1)) * 255).astype(np.uint8)
-    psd = spectral.radial_psd(images, include_corners=True)
+    psd = spectral.radial_psd(images, include_corners=True, exponent=2, reduce="sum")
     energy = (images.astype(np.float64) ** 2).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(psd.sum(1), energy, rtol=1e-5)
 
@@ -165,12 +200,15 @@ def test_spectrum_normalisation_is_flat_and_whitening_restores_moments() -> None
     whitened = spectral.whiten(normalized, images)
     np.testing.assert_allclose(whitened.mean(axis=(1, 2)), images.mean(axis=(1, 2)), rtol=1e-10)
     np.testing.assert_allclose(whitened.std(axis=(1, 2)), images.std(axis=(1, 2)), rtol=1e-10)
-    # whitening is affine, so the spectrum (DC aside) stays flat: each ring's power is its coefficient count
+    # whitening is affine, so the spectrum magnitude (DC aside) stays flat: so does Eq. 5.1's PSD, while the
+    # ring-summed power of the same images is proportional to each ring's coefficient count
     psd = spectral.radial_psd(whitened[..., 0])
+    np.testing.assert_allclose(psd[:, 1:], np.broadcast_to(psd[:, 1:2], psd[:, 1:].shape), rtol=1e-8)
+    summed = spectral.radial_psd(whitened[..., 0], exponent=2, reduce="sum")
     index, n_bins = spectral.radial_index(32, 32)
     ring = np.bincount(index, minlength=n_bins + 1)[1:n_bins].astype(float)
-    np.testing.assert_allclose(psd[:, 1:] / psd[:, 1:].sum(1, keepdims=True),
-                               np.broadcast_to(ring / ring.sum(), psd[:, 1:].shape), rtol=1e-8)
+    np.testing.assert_allclose(summed[:, 1:] / summed[:, 1:].sum(1, keepdims=True),
+                               np.broadcast_to(ring / ring.sum(), summed[:, 1:].shape), rtol=1e-8)
     np.testing.assert_allclose(spectral.spectrum_whiten(images), whitened)
 
 
@@ -189,7 +227,7 @@ def test_lowpass_has_no_power_above_cutoff_and_keeps_mean(cutoff: float) -> None
     # bin k holds radii in [k - 1/2, k + 1/2): bins whose lower edge is above the cutoff radius are empty
     above = (np.arange(16) - 0.5) > cutoff * 15
     assert above.any()
-    assert psd[:, above].max() < 1e-20 * psd.max()
+    assert psd[:, above].max() < 1e-12 * psd.max()  # magnitude: round-off of the zeroed power, square-rooted
     assert psd[:, freqs <= cutoff].min() > 0
     np.testing.assert_allclose(filtered.mean(axis=(1, 2)), images.mean(axis=(1, 2)), rtol=1e-12)
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
@@ -209,8 +247,13 @@ def test_learning_priority_of_linear_model_is_psd_of_weight_image() -> None:
     weight = model[1].weight.detach()
     weight_image = (weight[1] - weight[0]).reshape(1, 3, size, size)
     p1 = torch.softmax(model(x), 1)[:, 1].detach()
-    expected = ((p1 - y) ** 2).mean().item() * spectral.radial_psd(weight_image)[0].numpy()
+    # Eq. 5.1 (magnitude) scales with |p1 - y|; the power option with (p1 - y)**2
+    expected = (p1 - y).abs().mean().item() * spectral.radial_psd(weight_image)[0].numpy()
     np.testing.assert_allclose(lp, expected, rtol=1e-5)
+    power = spectral.learning_priority(model, (x, y), normalization=None, batch_size=7, device="cpu",
+                                       exponent=2, reduce="sum")
+    expected = ((p1 - y) ** 2).mean().item() * spectral.radial_psd(weight_image, exponent=2, reduce="sum")[0]
+    np.testing.assert_allclose(power, expected.numpy(), rtol=1e-5)
     # normalised, it is the PSD of the weight image itself (as Fig. 5.3 plots it)
     np.testing.assert_allclose(
         spectral.normalize_psd(lp), spectral.normalize_psd(spectral.radial_psd(weight_image)[0].numpy()),
@@ -267,7 +310,7 @@ def test_source_edits_change_name_and_content() -> None:
     low = spectral.edit_source(ds, "lowpass-coarse", cutoff=0.3)
     assert low.images.dtype == np.uint8 and low.images.shape == ds.images.shape
     assert low.n_classes == 2 and low.fingerprint() != ds.fingerprint()
-    psd = spectral.radial_psd(low.images).mean(0)
+    psd = spectral.radial_psd(low.images, exponent=2, reduce="sum").mean(0)  # energy per band
     assert psd[-4:].sum() < 1e-3 * psd[1:].sum()  # only uint8 rounding noise is left at high frequencies
     white = spectral.edit_source(ds, "spectrum-whiten")
     assert white.name.endswith("|spectrum-whiten") and white.n_classes == 10
@@ -401,8 +444,13 @@ def test_learning_priority_of_a_zoo_classifier_on_an_imageset(mirror) -> None:
     lp = spectral.learning_priority(model, ds, batch_size=5, device="cpu")
     assert lp.shape == (14,) and np.all(lp > 0)
     # 'model' normalisation ('half') scales the input by 2: the gradient w.r.t. the [0, 1] image is the
-    # gradient w.r.t. the normalised input times 2, so its PSD is 4 times the un-normalised model's
+    # gradient w.r.t. the normalised input times 2, so its Eq. 5.1 PSD (magnitude) is 2 times the
+    # un-normalised model's, and its power spectrum 4 times
     x = data.to_tensor(ds.images)
     raw = spectral.learning_priority(model, (data.normalize(x, "half"), ds.labels), normalization=None,
                                      batch_size=5, device="cpu")
-    np.testing.assert_allclose(lp, 4 * raw, rtol=1e-4)
+    np.testing.assert_allclose(lp, 2 * raw, rtol=1e-4)
+    power = spectral.learning_priority(model, ds, batch_size=5, device="cpu", exponent=2)
+    raw_power = spectral.learning_priority(model, (data.normalize(x, "half"), ds.labels), normalization=None,
+                                           batch_size=5, device="cpu", exponent=2)
+    np.testing.assert_allclose(power, 4 * raw_power, rtol=1e-4)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 
 from cfct import stats
 from cfct.errors import IncompatibleError
@@ -152,3 +153,37 @@ def test_roc_auc_known_values_and_errors() -> None:
         stats.roc_auc([0, 1, 1], [0.1, 0.2])
     with pytest.raises(IncompatibleError, match="outside the 2 predicted classes"):
         stats.roc_auc([0, 1, 2], np.full((3, 2), 0.5))
+# ------------------------------------------------------------------------------------ Keras AUC (Table 3.2)
+def test_keras_auc_hand_computed() -> None:
+    # flattened pairs: truth (1, 0, 1, 0), scores (0.9, 0.6, 0.4, 0.1)
+    onehot = np.array([[1, 0], [1, 0]])
+    probs = np.array([[0.9, 0.6], [0.4, 0.1]])
+    # 3 thresholds (-eps, 0.5, 1+eps): (fpr, recall) = (1, 1), (0.5, 0.5), (0, 0) -> 0.375 + 0.125
+    assert stats.keras_auc(onehot, probs, num_thresholds=3) == pytest.approx(0.5)
+    # 5 thresholds add 0.25 and 0.75: (1, 1), (0.5, 1), (0.5, 0.5), (0, 0.5), (0, 0) -> 0.5 + 0.25
+    assert stats.keras_auc(onehot, probs, num_thresholds=5) == pytest.approx(0.75)
+    # the exact AUC of these pairs is 3/4 (0.4 loses to 0.6 only)
+    assert roc_auc_score([1, 0, 1, 0], [0.9, 0.6, 0.4, 0.1]) == pytest.approx(0.75)
+
+
+def test_keras_auc_tends_to_exact_micro_auc() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    logits = rng.normal(size=(300, 3)) + 1.5 * np.eye(3)[labels]
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    exact = roc_auc_score(np.eye(3)[labels].ravel(), probs.ravel())
+    errors = [abs(stats.keras_auc(labels, probs, num_thresholds=k) - exact) for k in (5, 200, 20000)]
+    assert errors[0] > errors[2] and errors[1] < 5e-3 and errors[2] < 2e-4
+    # 1-D binary scores mean the two softmax columns (1 - p, p)
+    p = probs[:, 1] / probs[:, :2].sum(1)
+    y = (labels == 1).astype(int)
+    assert stats.keras_auc(y, p) == pytest.approx(stats.keras_auc(y, np.stack([1 - p, p], 1)))
+
+
+def test_keras_auc_bad_input() -> None:
+    with pytest.raises(ValueError, match="probabilities"):
+        stats.keras_auc([0, 1], [[0.5, 1.5], [0.2, 0.8]])
+    with pytest.raises(ValueError, match="class indices"):
+        stats.keras_auc([0, 2], [[0.5, 0.5], [0.2, 0.8]])
+    with pytest.raises(ValueError, match="num_thresholds"):
+        stats.keras_auc([0, 1], [[0.5, 0.5], [0.2, 0.8]], num_thresholds=1)

@@ -62,7 +62,8 @@ def target_folds(
     size : int
         Image size in px.
     folds : int
-        Number of folds (repetitions of an 80/5/15 split, group-disjoint when the target has patient ids).
+        Number of folds: disjoint test sets of ~15% each (:func:`cfct.data.cv_splits`), validation 5%,
+        group-disjoint when the target has patient ids.
     seed : int
         Seeds the splits and the training-set cap.
     max_train_images : int, optional
