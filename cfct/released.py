@@ -84,7 +84,9 @@ __all__ = [
     "released_source",
     "weight_file",
     "load_released",
+    "read_weights",
     "lite_key_map",
+    "resnet152_from_3d",
     "depth_summed_state_dict",
     "build_astra_3d",
     "exact_depth_slices",
@@ -317,8 +319,16 @@ def weight_file(spec: str) -> Path:
     return _check_hash(source, Path(joined))
 
 
+def read_weights(spec: str) -> dict[str, torch.Tensor]:
+    """The state dict of a released source as stored (EfficientNet-PyTorch keys; Astra's 3D bfloat16 tensors).
+
+    Hash-checked by :func:`weight_file`, read with ``torch.load(weights_only=True)``: tensors and plain
+    containers only, no code executed from the pickle.
+    """
+    return _read_state_dict(weight_file(spec))
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    # weights_only=True: tensors and plain containers only, no code executed from the pickle
     obj = torch.load(path, map_location="cpu", weights_only=True)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -458,7 +468,17 @@ def depth_summed_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
-def _resnet152_2d(state2d: Mapping[str, torch.Tensor]) -> nn.Module:
+def resnet152_from_3d(state3d: Mapping[str, torch.Tensor]) -> nn.Module:
+    """torchvision's ResNet-152 (``fc = Identity``, 2048 features out) from a 3D I3ResNet-152 state dict.
+
+    Each 3D kernel is summed over depth (:func:`depth_summed_state_dict`); eval mode, float32.
+
+    Raises
+    ------
+    IncompatibleError
+        The state dict is not an I3ResNet-152's (the message lists missing and unexpected keys).
+    """
+    state2d = depth_summed_state_dict(state3d)
     with torch.device("meta"):  # no random initialisation of 58 M parameters that are overwritten anyway
         model = torchvision.models.resnet152(weights=None)
     model.fc = nn.Identity()  # Astra's encoder has no classifier: the output is the 2048 pooled features
@@ -526,7 +546,7 @@ def build_astra_3d(state: Mapping[str, torch.Tensor] | None = None) -> nn.Module
     [0, 1]; output the ``layer4`` feature map ``(B, 2048, D/16, H/32, W/32)`` (rounded up).
     """
     if state is None:
-        state = _read_state_dict(weight_file("ct:astra-resnet152"))
+        state = read_weights("ct:astra-resnet152")
     with torch.device("meta"):
         model = _I3ResNet152()
     with _one_thread():
@@ -544,7 +564,7 @@ def exact_depth_slices(depth: int) -> list[int]:
     Follows each depth-wise operation of :func:`build_astra_3d` on a 1D mask: a convolution output is inexact
     if its window holds an inexact input or a padded position; max-pooling ignores padding (the maximum of
     equal values is unchanged), so it only spreads inexactness. On a depth-constant volume these positions of
-    the 3D output equal the 2D network's output. ``depth`` must be at least 768 for any to exist.
+    the 3D output equal the 2D network's output. None exist below 731 slices.
 
     Examples
     --------
@@ -617,4 +637,4 @@ def load_released(spec: str) -> nn.Module:
     path = weight_file(source.spec)
     if source.architecture.startswith("tf_efficientnet_lite"):
         return _load_lite(source, path)
-    return _resnet152_2d(depth_summed_state_dict(_read_state_dict(path)))
+    return resnet152_from_3d(_read_state_dict(path))
