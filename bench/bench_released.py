@@ -13,7 +13,10 @@ with each source's mean/std). After one warm-up batch per cell, each cell is tim
 rounds visit the sources in turn so background load on the shared machine spreads over all of them. Reported:
 median images/s per cell, with the load average and thread count as conditions.
 
-Run: ``.venv/bin/python bench/bench_released.py [--sizes 64,224 --batches 2 --rounds 2]``
+On a machine shared by many processes, ``--threads 1`` avoids OpenMP's thread hand-off stalls (measured here at
+load average ~20 on 2 CPUs: Lite0 at 64 px extracted 54 img/s with 1 thread, 10 img/s with 2).
+
+Run: ``.venv/bin/python bench/bench_released.py [--sizes 64,224 --batches 2 --rounds 2 --threads 1]``
 """
 
 from __future__ import annotations
