@@ -100,7 +100,7 @@ RENDER_PAGE = nbformat.v4.new_notebook(
     cells=[
         nbformat.v4.new_markdown_cell("# Render check\n\nInline $\\alpha^2$ and\n\n$$\\sum_i \\rho_i$$"),
         nbformat.v4.new_code_cell(
-            "display(Markdown('q from {cite}`demsar2006statistical`'))",
+            "display(Markdown(text_with_a_cite_role))",
             outputs=[nbformat.v4.new_output(
                 "display_data", data={"text/markdown": "q from {cite}`demsar2006statistical`"})],
         ),
