@@ -150,3 +150,11 @@ def test_markdown_printed_by_code_renders_citations_and_exercises(built_book: Pa
     assert "{cite}" not in html
     assert re.search(r'class="bibtex-citation"[^>]*>\[<a[^>]*>Dem', html), "the citation links to the bibliography"
     assert re.search(r'class="[^"]*solution[^"]*dropdown', html), "solutions are hidden behind a toggle"
+
+
+def test_chapter_exercises_render_with_hidden_solutions(built_book: Path) -> None:
+    for page in CHAPTER_PAGES:
+        html = (built_book / f"{page}.html").read_text()
+        exercises = re.findall(r'<div class="exercise admonition" id="(ex[^"]+)"', html)
+        solutions = re.findall(r'<div class="solution dropdown admonition" id="(solution-[^"]*)"', html)
+        assert len(exercises) >= 4 and len(solutions) == len(exercises), (page, exercises, solutions)
