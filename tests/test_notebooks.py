@@ -156,5 +156,5 @@ def test_chapter_exercises_render_with_hidden_solutions(built_book: Path) -> Non
     for page in CHAPTER_PAGES:
         html = (built_book / f"{page}.html").read_text()
         exercises = re.findall(r'<div class="exercise admonition" id="(ex[^"]+)"', html)
-        solutions = re.findall(r'<div class="solution dropdown admonition" id="(solution-[^"]*)"', html)
+        solutions = re.findall(r'<div class="solution dropdown admonition" id="([^"]*solution[^"]*)"', html)
         assert len(exercises) >= 4 and len(solutions) == len(exercises), (page, exercises, solutions)
