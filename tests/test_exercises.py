@@ -25,8 +25,10 @@ CHAPTERS = [
 ]
 MIN_EXERCISES = 4
 # An opening fence of three or more backticks with a directive, and the same fence closing it.
-DIRECTIVE = re.compile(r"^(?P<fence>`{3,})\{(?P<name>exercise|solution)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
-                       re.MULTILINE | re.DOTALL)
+DIRECTIVE = re.compile(
+    r"^(?P<fence>`{3,})\{(?P<name>exercise|solution)\}[ \t]*(?P<arg>[^\n]*)\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+    re.MULTILINE | re.DOTALL,
+)
 PYTHON_BLOCK = re.compile(r"^```python[ \t]*\n(?P<code>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 OPTION = re.compile(r"^:(?P<key>[\w-]+):[ \t]*(?P<value>.*)$", re.MULTILINE)
 
