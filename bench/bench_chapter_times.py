@@ -62,15 +62,15 @@ def time_chapter(chapter: str, profile: str) -> dict[str, object]:
     client = NotebookClient(nb, kernel_name="python3", timeout=None,
                             resources={"metadata": {"path": str(spec.notebook.parent)}})
 
-    def on_start(cell, cell_index):  # nbclient hook: just before the cell is sent to the kernel
+    def on_execute(cell, cell_index):  # nbclient hook: just before the execute request goes to the kernel
         start.update(wall=time.perf_counter(), cpu=_cpu_seconds(client.km.provisioner.process.pid))
 
-    def on_complete(cell, cell_index):
+    def on_executed(cell, cell_index, execute_reply):  # after the kernel's reply (on_cell_complete fires earlier)
         cpu = _cpu_seconds(client.km.provisioner.process.pid) - start["cpu"]
         cells.append((cell_index, time.perf_counter() - start["wall"], cpu))
 
-    client.on_cell_start = on_start
-    client.on_cell_complete = on_complete
+    client.on_cell_execute = on_execute
+    client.on_cell_executed = on_executed
     t0 = time.perf_counter()
     client.execute()
     total = time.perf_counter() - t0
