@@ -103,8 +103,12 @@ def markdown_tables(report: dict) -> str:
                    f" (target: under {target} min: " + ("met" if high < target else "not met" if low >= target
                                                         else "met only if both cores stay busy") + ")")
         lines += [f"**{chapter}**: wall {result['total_wall_s'] / 60:.1f} min under load {before:.0f}-{after:.0f}; "
-                  f"CPU {total_cpu / 60:.1f} min; idle {cores} cores: {low:.1f}-{high:.1f} min{verdict}", "",
-                  "| section | wall under load (s) | CPU (s) | idle laptop (s) |", "| --- | ---: | ---: | ---: |"]
+                  f"CPU {total_cpu / 60:.1f} min; idle {cores} cores: {low:.1f}-{high:.1f} min{verdict}", ""]
+        if result.get("note"):
+            lines += [result["note"], ""]
+        if not result["sections"]:
+            continue
+        lines += ["| section | wall under load (s) | CPU (s) | idle laptop (s) |", "| --- | ---: | ---: | ---: |"]
         for name, s in result["sections"].items():
             lines.append(f"| {name} | {s['wall_s']:.0f} | {s['cpu_s']:.0f} | "
                          f"{s['cpu_s'] / cores:.0f}-{s['cpu_s']:.0f} |")

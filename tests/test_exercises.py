@@ -3,8 +3,9 @@
 Exercises are sphinx-exercise ``exercise`` / ``solution`` directives at the end of each chapter page. The
 ``python`` code blocks of a chapter's solutions are run in page order in one namespace, as a student working
 through the exercises in one notebook would (a later solution may reuse a helper an earlier one defined); each
-solution checks its own result with ``assert``. Solutions that re-run a whole chapter (``run_chapter``) use the
-smoke profile and are marked ``chapter``, like the chapter executions.
+solution checks its own result with ``assert``. Solutions that re-run a whole chapter (``run_chapter``) are
+self-contained, use the smoke profile and run in a separate test marked ``chapter``, like the chapter
+executions.
 """
 
 from __future__ import annotations
@@ -56,8 +57,13 @@ def blocks(chapter: str) -> list[Block]:
     return found
 
 
-def solution_code(chapter: str) -> str:
-    return "\n\n".join(code for b in blocks(chapter) if b.kind == "solution" for code in b.code)
+def solution_code(chapter: str, *, reruns: bool) -> str:
+    """The chapter's solution code in page order: the solutions that re-run a chapter (``reruns``) or the rest.
+
+    A solution that re-runs a chapter is self-contained, so it can run apart from the others.
+    """
+    codes = [code for b in blocks(chapter) if b.kind == "solution" for code in b.code]
+    return "\n\n".join(code for code in codes if ("run_chapter" in code) == reruns)
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
@@ -84,15 +90,21 @@ def test_the_parser_finds_nested_code() -> None:
     assert [c["code"] for c in PYTHON_BLOCK.finditer(m["body"])] == ["x = 1\n"]
 
 
-def _marks(chapter: str) -> list[pytest.MarkDecorator]:
-    return [pytest.mark.chapter] if "run_chapter" in solution_code(chapter) else []
-
-
-@pytest.mark.parametrize("chapter", [pytest.param(c, marks=_marks(c)) for c in CHAPTERS])
-def test_solutions_run_and_check_their_results(chapter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code = solution_code(chapter)
+def _run(code: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # runs/ folders and figures land in the test's folder
     monkeypatch.setenv("CFCT_PROFILE", "smoke")
     assert os.environ["CFCT_OFFLINE"]  # set by conftest: solutions must run from the local data
-    namespace: dict = {"__name__": f"solutions_{chapter}"}
-    exec(compile(code, f"<solutions of {chapter}>", "exec"), namespace)  # noqa: S102 - our own pages
+    exec(compile(code, f"<solutions of {name}>", "exec"), {"__name__": f"solutions_{name}"})  # noqa: S102
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_solutions_run_and_check_their_results(chapter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = solution_code(chapter, reruns=False)
+    assert code.strip(), f"{chapter} has no solution that runs code on its own"
+    _run(code, chapter, tmp_path, monkeypatch)
+
+
+@pytest.mark.chapter
+@pytest.mark.parametrize("chapter", [c for c in CHAPTERS if solution_code(c, reruns=True)])
+def test_solutions_that_rerun_a_chapter(chapter: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(solution_code(chapter, reruns=True), f"{chapter} (re-runs)", tmp_path, monkeypatch)
