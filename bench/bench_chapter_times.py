@@ -92,7 +92,8 @@ def markdown_tables(report: dict) -> str:
     cores = report["cores"]
     lines = [f"Profile `{report['profile']}`, measured on a {cores}-core CPU machine shared with other jobs "
              "(5-minute load average before and after each chapter in its heading). *Wall* is what this run "
-             f"took under that load; *CPU* is the kernel's CPU time, which the load hardly changes; an idle "
+             f"took under that load; *CPU* is the kernel's CPU time, much less affected by the load (threads that "
+             "wait for a busy core still spin a little, so it is rather an upper bound); an idle "
              f"{cores}-core laptop needs between CPU/{cores} and CPU seconds of wall time.", ""]
     for chapter, result in report["chapters"].items():
         before, after = result["load_5min"]
