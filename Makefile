@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cfct-installed
 export CFCT_MIRROR ?= $(abspath ../shared/data)
 
-.PHONY: venv book test lint bench clean-book
+.PHONY: venv book test lint bench clean-book notebooks
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ book: venv
 	touch book/claims_ledger.md
 	$(BIN)/jupyter-book build . --keep-going
 	$(BIN)/python -m cfct.runner check-book _build/html
+
+# The .ipynb twins of the chapters (for Colab and Binder) are generated from the .md, which stays the source of
+# truth (--update keeps the cell ids of an existing twin, so diffs stay small); tests/test_notebooks.py fails
+# when a committed twin differs from its .md.
+notebooks: venv
+	$(BIN)/jupytext --to ipynb --update chapters/[0-9]*.md
 
 lint: venv
 	$(BIN)/ruff check cfct tests bench
