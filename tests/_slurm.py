@@ -142,6 +142,9 @@ def local_slurm(folder: Path, *, timeout_s: float = 40.0) -> Iterator[dict[str, 
             f"slurmctld: {_tail(folder / 'slurmctld.log')}\n{_tail(folder / 'slurmctld.out')}\n"
             f"slurmd: {_tail(folder / 'slurmd.log')}\n{_tail(folder / 'slurmd.out')}")
     finally:
+        if procs and procs[0].poll() is None:  # cancel what is still queued or running on this controller
+            subprocess.run(["scancel", "--partition=debug"], env=env, capture_output=True, timeout=20)
+            time.sleep(1)
         for proc in reversed(procs):
             if proc.poll() is None:
                 proc.terminate()

@@ -1,0 +1,1 @@
+"""Experiments as store jobs (provisional package: see :mod:`cfct.experiments.jobs`)."""
