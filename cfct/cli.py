@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_sweep.add_argument("--trials", type=int, default=20, help="optuna: trials per (target, source) study")
     p_sweep.add_argument("--workers", type=int, default=1, help="optuna: worker jobs sharing each study")
     p_sweep.add_argument("--storage", default=None,
-                         help="optuna: a journal file path or an SQLAlchemy URL (default $CFCT_DATA/optuna/journal.log)")
+                         help="optuna: journal file or SQLAlchemy URL (default $CFCT_DATA/optuna/journal.log)")
     p_sweep.add_argument("--study", default="cfct-6.4.2", help="optuna: study name prefix")
     return parser
 
