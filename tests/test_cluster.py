@@ -208,9 +208,15 @@ SEARCH = dict(profile="smoke", targets="breastmnist", sources="random:{arch}", g
               grid_momentum="0.9,0.0", grid_weight_decay="0.0", grid_batch_size="32", epochs=2, patience=2)
 
 
+@pytest.fixture(scope="module")
+def search_store(tmp_path_factory) -> results.Store:
+    """Shared by both storages: the second study's trials replay the first one's stored fine-tunes."""
+    return results.Store(tmp_path_factory.mktemp("search") / "results")
+
+
 @pytest.mark.parametrize("backend", ["journal", "sqlite"])
-def test_optuna_two_workers_share_a_study(backend, tmp_path):
-    store = results.Store(tmp_path / "results")
+def test_optuna_two_workers_share_a_study(backend, search_store, tmp_path):
+    store = search_store
     url = str(tmp_path / "journal.log") if backend == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
     outcomes = cluster.run_search_workers(SEARCH, cluster.ExecutorSettings(), workers=2, trials=4,
                                           storage_url=url, prefix="t", store=store, folder=tmp_path / "sw",
@@ -225,6 +231,9 @@ def test_optuna_two_workers_share_a_study(backend, tmp_path):
     complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete and all(0.0 <= t.value <= 1.0 and "test_auc" in t.user_attrs for t in complete)
     assert all(len(t.intermediate_values) >= 1 for t in finished)  # per-epoch validation AUC
+    assert all(t.user_attrs["worker"] for t in finished)
+    if backend == "sqlite":  # the journal study trained these configurations: replayed from the store
+        assert any(t.user_attrs["replayed"] for t in finished)
     # Each complete trial is a stored fine-tune whose validation AUC is the trial's value.
     aucs = sorted(r.metrics["val_auc"] for r in store.runs("finetune"))
     assert all(any(abs(t.value - a) < 1e-12 for a in aucs) for t in complete)
