@@ -374,8 +374,11 @@ def run_search_workers(params: Mapping[str, Any], settings: ExecutorSettings, *,
     """
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive int; got {workers!r}")
+    from cfct import search  # optuna is imported by this path only
+
     if storage_url is None:
         storage_url = str(paths.data_dir() / "optuna" / "journal.log")
+    search.storage(storage_url, create=True)  # a database's schema, once, before the workers race on it
     pre = [job for job in chapter_jobs("6", params) if job.stage == 0]
     outcomes = run_sweep(pre, settings, store=store, folder=Path(folder) / "pretrain", progress=progress).outcomes
     settings = dataclasses.replace(settings, array_parallelism=max(workers, settings.array_parallelism or 1))

@@ -44,12 +44,18 @@ def search_space(grid: Sequence[Mapping[str, Any]]) -> dict[str, list]:
     return {k: list(dict.fromkeys(g[k] for g in grid)) for k in SPACE_KEYS}
 
 
-def storage(url_or_path: str | os.PathLike | None = None) -> optuna.storages.BaseStorage | str:
+def storage(url_or_path: str | os.PathLike | None = None, *, create: bool = False,
+            ) -> optuna.storages.BaseStorage | str:
     """Optuna storage: None -> a file journal at ``$CFCT_DATA/optuna/journal.log``; a path -> a file journal
-    there; a URL with ``://`` (``sqlite:///study.db``, ``postgresql://...``) -> that SQLAlchemy database."""
+    there; a URL with ``://`` (``sqlite:///study.db``, ``postgresql://...``) -> that SQLAlchemy database.
+
+    ``create=True`` creates a database's schema now: call it once before starting workers, since workers
+    creating a fresh schema at the same moment collide (a UNIQUE constraint on ``alembic_version``)."""
     from optuna.storages.journal import JournalFileBackend  # optuna >= 4.0 location
 
     if url_or_path is not None and "://" in str(url_or_path):
+        if create:
+            optuna.storages.RDBStorage(str(url_or_path))
         return str(url_or_path)
     path = Path(url_or_path) if url_or_path is not None else paths.data_dir() / "optuna" / "journal.log"
     path.parent.mkdir(parents=True, exist_ok=True)
