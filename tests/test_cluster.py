@@ -217,6 +217,7 @@ def search_store(tmp_path_factory) -> results.Store:
 @pytest.mark.parametrize("backend", ["journal", "sqlite"])
 def test_optuna_two_workers_share_a_study(backend, search_store, tmp_path):
     store = search_store
+    trained_before = {r.key for r in store.runs("finetune")}
     url = str(tmp_path / "journal.log") if backend == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
     outcomes = cluster.run_search_workers(SEARCH, cluster.ExecutorSettings(), workers=2, trials=4,
                                           storage_url=url, prefix="t", store=store, folder=tmp_path / "sw",
@@ -232,7 +233,7 @@ def test_optuna_two_workers_share_a_study(backend, search_store, tmp_path):
     assert complete and all(0.0 <= t.value <= 1.0 and "test_auc" in t.user_attrs for t in complete)
     assert all(len(t.intermediate_values) >= 1 for t in finished)  # per-epoch validation AUC
     assert all(t.user_attrs["worker"] for t in finished)
-    if backend == "sqlite":  # the journal study trained these configurations: replayed from the store
+    if len(trained_before) >= 3:  # the journal study trained (at least) 3 of the 4 points: replayed here
         assert any(t.user_attrs["replayed"] for t in finished)
     # Each complete trial is a stored fine-tune whose validation AUC is the trial's value.
     aucs = sorted(r.metrics["val_auc"] for r in store.runs("finetune"))
