@@ -90,25 +90,24 @@ def _objective(spec: str, splits: tuple, space: Mapping[str, list], cfg: Chapter
         key = train.finetune_config(spec, train_set, val, test, ft, profile=cfg.profile)
         done = store.get("finetune", key)
         trial.set_user_attr("replayed", done is not None)
-        if done is not None:  # replay the stored run's epochs: the same decisions a live run meets
+        reported: list[int] = []
+
+        def report(step: int, auc: float) -> None:
+            trial.report(auc if np.isfinite(auc) else 0.0, step)
+            trial.set_user_attr("epochs", step)
+            reported.append(step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        if done is None:
+            done = train.finetune(spec, train_set, val, test, ft, store=store, progress=False, profile=cfg.profile,
+                                  on_epoch_end=lambda row: report(int(row["global_epoch"]), float(row["val_auc"]))
+                                  ).run
+        if not reported:  # stored before (or by another worker while this one waited on its lock): replay
             history = pd.read_csv(done.file("history.csv"))
             for step, auc in enumerate(history["val_auc"].astype(float), start=1):
-                trial.report(auc if np.isfinite(auc) else 0.0, step)
-                trial.set_user_attr("epochs", step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-            metrics = done.metrics
-        else:
-            def report(row: dict) -> None:
-                step = int(row["global_epoch"])
-                auc = float(row["val_auc"])
-                trial.report(auc if np.isfinite(auc) else 0.0, step)
-                trial.set_user_attr("epochs", step)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
-            metrics = train.finetune(spec, train_set, val, test, ft, store=store, progress=False,
-                                     profile=cfg.profile, on_epoch_end=report).metrics
+                report(step, auc)
+        metrics = done.metrics
         trial.set_user_attr("test_auc", float(metrics["test_auc"]))
         trial.set_user_attr("val_loss", float(metrics["val_loss"]))
         value = float(metrics["val_auc"])
