@@ -61,11 +61,43 @@ def store_write_seconds(n: int, root: Path) -> list[float]:
     return out
 
 
+def overhead_only(n: int) -> None:
+    """Per-job overhead on Slurm with a cheap real job computed in-process first (no sweep timings)."""
+    from cfct.experiments.jobs import _pretrain_job, run_job
+
+    job = _pretrain_job("pretrained:resnet18:medmnist:breastmnist@40", "smoke")
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        tmp = Path(tmp)
+        store = results.Store(tmp / "results")
+        run_job(job, store)
+        with local_slurm(tmp / "slurm") as env:
+            os.environ.update(env)
+            slurm = cluster.ExecutorSettings(executor="slurm", array_parallelism=2)
+            t0 = time.perf_counter()
+            submitted = cluster.submit([job] * n, slurm, store, tmp / "noop")
+            outcomes = cluster.wait(submitted, settings=slurm, store=store, folder=tmp / "noop", progress=False)
+            wall = time.perf_counter() - t0
+        infos = [o.info for o in outcomes if o.info]
+        to_start = [i["started"] - i["submitted"] for i in infos]
+        run = [i["finished"] - i["started"] for i in infos]
+        writes = store_write_seconds(50, tmp / "store")
+    print(f"no-op jobs on Slurm ({len(infos)} in one array, 2 at a time; load {os.getloadavg()[0]:.1f}): submission "
+          f"to start median {statistics.median(to_start):.2f} s (min {min(to_start):.2f}, max {max(to_start):.2f});"
+          f" in-job time (unpickle + store lookup) median {statistics.median(run) * 1000:.0f} ms; array wall "
+          f"{wall:.1f} s = {wall / len(infos):.2f} s per job")
+    print(f"store write per run (lock, config, metrics, rename; 50 runs): median "
+          f"{statistics.median(writes) * 1000:.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=8, help="no-op jobs for the per-job overhead")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--overhead-only", action="store_true", help="only the per-job overhead on Slurm")
     args = parser.parse_args()
+    if args.overhead_only:
+        overhead_only(args.jobs)
+        return
     jobs = chapter_jobs("3", {**SWEEP, "epochs": args.epochs})
     print(f"smoke sweep: {len(jobs)} jobs ({sum(j.stage == 0 for j in jobs)} pre-training, "
           f"{sum(j.stage == 1 for j in jobs)} fine-tunes); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
