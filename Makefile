@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cfct-installed
 export CFCT_MIRROR ?= $(abspath ../shared/data)
 
-.PHONY: venv book test lint bench clean-book notebooks
+.PHONY: venv book test lint bench clean-book notebooks slurm-deps
 
 $(STAMP): requirements-lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,17 @@ bench: venv
 
 clean-book:
 	rm -rf _build
+
+# Debian's Slurm and munge for the local single-node Slurm the test suite starts (tests/_slurm.py); needs root and
+# the Debian registry. Idempotent: installs nothing when both are there, runs apt-get update only when needed.
+SLURM_PKGS := slurm-wlm munge
+slurm-deps:
+	@if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then \
+		echo "slurm-deps: slurm-wlm and munge already installed"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "slurm-deps: not root; skipping (the Slurm tests will be skipped, saying why)"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y $(SLURM_PKGS) || \
+			{ apt-get update && apt-get install -y $(SLURM_PKGS); }; \
+	fi

@@ -1,4 +1,5 @@
-"""Command line: ``cfct list`` and ``cfct run <chapter> [-p key=value ...] [--profile P] [--out DIR]``."""
+"""Command line: ``cfct list``, ``cfct run <chapter> [-p key=value ...] [--profile P] [--out DIR]`` and
+``cfct sweep <chapter> [-p key=value ...] --executor local|slurm ...`` (:mod:`cfct.cluster`)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="set a chapter parameter (repeatable)")
     p_run.add_argument("--profile", default=None, help="smoke, quick or paper")
     p_run.add_argument("--out", default=None, help="output folder (default runs/<chapter>-<time>)")
+    p_sweep = sub.add_parser("sweep", help="compute a chapter's missing runs through submitit (local or Slurm)")
+    p_sweep.add_argument("chapter", help="chapter number or id")
+    p_sweep.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    p_sweep.add_argument("--profile", default=None, help="smoke, quick or paper")
+    p_sweep.add_argument("--executor", default="local", choices=("local", "slurm"))
+    p_sweep.add_argument("--slurm-partition", default=None)
+    p_sweep.add_argument("--gpus-per-job", type=int, default=0)
+    p_sweep.add_argument("--cpus-per-job", type=int, default=1)
+    p_sweep.add_argument("--mem-gb", type=float, default=None)
+    p_sweep.add_argument("--timeout-min", type=int, default=24 * 60, help="per job; requeued with resume after it")
+    p_sweep.add_argument("--array-parallelism", type=int, default=None, help="jobs at once (local: 1, slurm: 256)")
+    p_sweep.add_argument("--folder", default=None, help="job files and logs (default $CFCT_DATA/sweeps/...)")
+    p_sweep.add_argument("--dry-run", action="store_true", help="list the jobs and which are missing; submit none")
+    p_sweep.add_argument("--search", default="grid", choices=("grid", "optuna"),
+                         help="grid: every run (the thesis's protocol); optuna: a pruned TPE study (Chapter 6)")
+    p_sweep.add_argument("--trials", type=int, default=20, help="optuna: trials per (target, source) study")
+    p_sweep.add_argument("--workers", type=int, default=1, help="optuna: worker jobs sharing each study")
+    p_sweep.add_argument("--storage", default=None,
+                         help="optuna: journal file or SQLAlchemy URL (default $CFCT_DATA/optuna/journal.log)")
+    p_sweep.add_argument("--study", default="cfct-6.4.2", help="optuna: study name prefix")
     return parser
 
 
@@ -68,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return cmd_list(args.profile)
+        if args.command == "sweep":
+            from cfct.cluster import cmd_sweep
+
+            return cmd_sweep(args)
         return cmd_run(args.chapter, args.param, args.profile, args.out)
     except CfctError as error:
         print(f"cfct: error: {error}", file=sys.stderr)

@@ -128,7 +128,8 @@ def _priority_run(store: Any, model_key: Mapping[str, Any], ds: ImageSet, labels
 
     store = store if store is not None else results.default_store()
     subset = ds if len(ds) <= n_images else ds.subset(np.arange(n_images))
-    key = {"version": 1, "model": dict(model_key), "data": subset.fingerprint(), "name": subset.name,
+    # version 2: Eq. 5.1 as printed (magnitude, angular integral) replaced the ring-summed power spectrum
+    key = {"version": 2, "model": dict(model_key), "data": subset.fingerprint(), "name": subset.name,
            "labels": labels}
 
     def compute(workdir: Path) -> dict[str, Any]:
