@@ -354,10 +354,10 @@ class _SearchWorker:
 
     def __call__(self, params: Mapping[str, Any], trials: int, storage_url: str | None, prefix: str, worker: int,
                  store_root: str) -> int:
-        from cfct import config as config_
+        from cfct import chapters as chapters_
         from cfct import search  # optuna is imported by this path only
 
-        cfg = config_.resolve("6", **params)
+        cfg = chapters_.resolve("6", **params)
         studies = search.run_search(cfg, settings=search.SearchSettings(trials=trials, seed=cfg.seed),
                                     storage_url=storage_url, study_prefix=prefix, worker=worker,
                                     store=results.Store(store_root))

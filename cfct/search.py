@@ -28,10 +28,9 @@ import optuna
 import pandas as pd
 
 from cfct import paths, results, train
-from cfct import transferability as tr
 from cfct.config import ChapterConfig
 from cfct.errors import ConfigError
-from cfct.experiments.jobs import ch6_finetune_config
+from cfct.experiments import ch6 as tr
 
 #: The space of 6.4.2 (batch sizes per target: Table 6.1), as Optuna's categorical choices.
 SPACE_KEYS: tuple[str, ...] = ("lr", "weight_decay", "momentum", "batch_size")
@@ -84,8 +83,8 @@ def _objective(spec: str, splits: tuple, space: Mapping[str, list], cfg: Chapter
 
     def objective(trial: optuna.Trial) -> float:
         g = {k: trial.suggest_categorical(k, space[k]) for k in SPACE_KEYS}
-        ft = ch6_finetune_config(g, epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed, device=cfg.device,
-                                 augment=cfg.augment)
+        ft = tr.grid_config(g, epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed, device=cfg.device,
+                           augment=cfg.augment)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         key = train.finetune_config(spec, train_set, val, test, ft, profile=cfg.profile)
         done = store.get("finetune", key)

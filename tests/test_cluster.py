@@ -13,9 +13,10 @@ import numpy as np
 import optuna
 import pytest
 
-from cfct import cluster, config, results, search, transfer
+from cfct import chapters, cluster, results, search
 from cfct.cli import main
 from cfct.errors import ConfigError
+from cfct.experiments import transfer
 from cfct.experiments.jobs import Job, chapter_jobs, run_job
 from cfct.train import FinetuneConfig
 
@@ -59,7 +60,7 @@ def test_local_sweep_fills_the_store_the_notebook_reads(jobs, local_sweep, monke
     assert not report.failed, report.summary()
     assert [o.state for o in report.outcomes] == ["computed"] * len(jobs)
     # The chapter's own call (transfer_matrix, as in the notebook) finds every run: nothing is recomputed.
-    cfg = config.resolve("3", **SWEEP)
+    cfg = chapters.resolve("3", **SWEEP)
     n_before = len(store.runs("finetune"))
     monkeypatch.setattr(results, "default_store", lambda: store)
     ft = FinetuneConfig(optimizer="adam", lr=cfg.lr, batch_size=cfg.profile.batch_size, max_epochs=cfg.epochs,
@@ -241,7 +242,7 @@ def test_optuna_two_workers_share_a_study(backend, search_store, tmp_path):
 
 
 def test_search_space_and_storage_choices(tmp_path):
-    from cfct import transferability as tr
+    from cfct.experiments import ch6 as tr
 
     grid = tr.hyperparameter_grid("breastmnist", [1.0, 0.1], [0.0], [0.9, 0.0], [0])
     assert search.search_space(grid) == {"lr": [1.0, 0.1], "weight_decay": [0.0], "momentum": [0.9, 0.0],
