@@ -177,13 +177,13 @@ class SweepReport:
         return [o for o in self.outcomes if o.state == "failed"]
 
     def table(self) -> pd.DataFrame:
-        """One row per job: stage, kind, key, label, state, job id, log, resumed, queue and run seconds."""
+        """One row per job: stage, kind, key, state, job id, log, resumed, queue and run seconds."""
         rows = []
         for o in self.outcomes:
             info = o.info or {}
             rows.append({
                 "stage": o.job.stage, "kind": o.job.kind, "key": o.job.key,
-                "label": getattr(o.job, "label", o.job.key), "state": o.state, "job_id": o.job_id,
+                "state": o.state, "job_id": o.job_id,
                 "resumed": info.get("resumed"),
                 "queue_s": info["started"] - info["submitted"] if info else None,
                 "run_s": info["finished"] - info["started"] if info else None,
@@ -198,7 +198,7 @@ class SweepReport:
                  + f"; job files and logs in {self.folder}"]
         for o in self.failed:
             first = (o.error or "").strip().splitlines()
-            lines.append(f"  FAILED {o.job.kind}/{o.job.key} ({getattr(o.job, 'label', '')}): "
+            lines.append(f"  FAILED {o.job.kind}/{o.job.key}: "
                          f"{first[-1] if first else 'no error message'}\n    log: {o.log}")
         return "\n".join(lines)
 
@@ -423,7 +423,7 @@ def cmd_sweep(args: Any) -> int:
             todo = {job.key for job in missing(jobs, store)}
             for job in jobs:
                 state = "missing" if job.key in todo else "complete"
-                print(f"stage {job.stage}  {job.kind}/{job.key}  {state:<8}  {getattr(job, 'label', '')}")
+                print(f"stage {job.stage}  {job.kind}/{job.key}  {state:<8}")
             print(f"{len(jobs)} jobs, {len(todo)} missing; store {store.root}")
             return 0
         report = run_sweep(jobs, settings, store=store, folder=folder)

@@ -956,7 +956,7 @@ def cv_splits(
     ----------
     ds : ImageSet
     k : int
-        Number of folds (>= 2 for ``kfold``).
+        Number of folds (>= 2 with ``cover=True``; k = 1 tests on one part of about ``test_fraction``).
     seed : int
         Seeds the parts and the validation draws.
     test_fraction, val_fraction : float
@@ -978,8 +978,8 @@ def cv_splits(
         raise unknown_choice("cross-validation scheme", scheme, CV_SCHEMES)
     if not isinstance(k, int | np.integer) or k <= 0:
         raise ConfigError(f"k must be a positive int; got {k!r}")
-    if scheme == "kfold" and k < 2:
-        raise ConfigError(f"k-fold splits need k >= 2 (disjoint test sets); got k={k}; use scheme='repeated'")
+    if scheme == "kfold" and cover and k < 2:
+        raise ConfigError(f"covering k-fold splits need k >= 2 (one fold cannot test on every image); got k={k}")
     if not (0 < test_fraction < 1 and 0 < val_fraction < 1 and test_fraction + val_fraction < 1):
         raise ConfigError(
             f"fractions must be in (0, 1) with test+val < 1; got {test_fraction}, {val_fraction}"

@@ -17,7 +17,7 @@ from cfct import chapters, cluster, results, search
 from cfct.cli import main
 from cfct.errors import ConfigError
 from cfct.experiments import transfer
-from cfct.experiments.jobs import Job, chapter_jobs, run_job
+from cfct.experiments.jobs import Job, chapter_jobs, pretrain_job, run_job
 from cfct.train import FinetuneConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -79,23 +79,21 @@ def test_local_sweep_fills_the_store_the_notebook_reads(jobs, local_sweep, monke
 
 def _cheap_job(n: int) -> Job:
     """A real pre-training job of a few seconds (1 epoch on n BreastMNIST images)."""
-    from cfct.experiments.jobs import _pretrain_job
-
-    job = _pretrain_job(f"pretrained:resnet18:medmnist:breastmnist@{n}", "smoke")
+    job = pretrain_job(f"pretrained:resnet18:medmnist:breastmnist@{n}", "smoke")
     assert job is not None
     return job
 
 
 def test_failed_job_is_reported_with_its_log_and_does_not_block(tmp_path):
     store = results.Store(tmp_path / "results")
-    bad = Job("finetune", {"no": "recipe"}, 0, {"call": "unknown", "label": "broken"})
+    bad = Job("finetune", {"no": "recipe"}, 0)  # no compute: run_job cannot make it
     good = _cheap_job(40)
     report = cluster.run_sweep([bad, good], store=store, folder=tmp_path / "sweeps", progress=False)
     states = {o.job.key: o for o in report.outcomes}
     assert states[good.key].state == "computed"
     failed = states[bad.key]
-    assert failed.state == "failed" and "no recipe run_job knows" in failed.error
-    assert failed.log.exists() and "no recipe run_job knows" in failed.log.read_text()
+    assert failed.state == "failed" and "has no compute function" in failed.error
+    assert failed.log.exists() and "has no compute function" in failed.log.read_text()
     assert "FAILED" in report.summary() and str(failed.log) in report.summary()
     assert store.get(good.kind, good.config) is not None
 
@@ -119,12 +117,12 @@ def test_settings_and_cli_errors(capsys):
         cluster.ExecutorSettings(executor="pbs")
     with pytest.raises(ConfigError, match="array_parallelism"):
         cluster.ExecutorSettings(array_parallelism=0)
-    with pytest.raises(ConfigError, match="no sweep yet"):
-        chapter_jobs("4", {"profile": "smoke"})
+    with pytest.raises(ConfigError, match="unknown chapter"):
+        chapter_jobs("9", {"profile": "smoke"})
     assert main(["sweep", "3", "--search", "optuna", "-p", "targets=breastmnist"]) == 2
     assert "chapter 6 only" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="no recipe"):
-        run_job(Job("finetune", {"x": 1}, 1, {"call": "nope"}), results.Store(Path(os.environ["CFCT_DATA"])))
+    with pytest.raises(ConfigError, match="no compute function"):
+        run_job(Job("finetune", {"x": 1}, 1), results.Store(Path(os.environ["CFCT_DATA"])))
 
 
 def test_cli_dry_run_lists_missing_jobs(capsys):

@@ -337,7 +337,9 @@ def test_cv_splits_errors() -> None:
     with pytest.raises(IncompatibleError, match="single class|1 class"):
         data.cv_splits(tiny, k=2, seed=0)
     with pytest.raises(ConfigError, match="k >= 2"):
-        data.cv_splits(ds, k=1, seed=0)
+        data.cv_splits(ds, k=1, seed=0, cover=True)
+    (tr, va, te), = data.cv_splits(ds, k=1, seed=0)  # one fold: one held-out part of about 15 %
+    assert 0.12 < len(te) / len(ds) < 0.16 and len(np.intersect1d(tr, te)) == 0
     with pytest.raises(ConfigError, match="valid choices: kfold, repeated"):
         data.cv_splits(ds, k=3, seed=0, scheme="bootstrap")
 
