@@ -162,28 +162,28 @@ def minmax(values) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- linear algebra
-def _gram_eigh(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _gram_eigh(
+    x: np.ndarray, *, left: bool = True, right: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Eigen-decomposition of the smaller Gram matrix of x: (sigma, u, v), largest first.
 
     sigma are the squared singular values of x, u (n, r) its left and v (D, r) its right singular vectors for the
-    r = min(n, D) directions. One symmetric eigen-decomposition of an (r, r) matrix replaces the SVD of (n, D):
-    several times faster at the thesis's sizes; singular values below ~1e-8 of the largest lose relative accuracy,
-    which none of the metrics here depends on (they enter as log(alpha + beta sigma) or are cut).
+    r = min(n, D) directions (``left`` / ``right`` False: that side is not computed and is None). One symmetric
+    eigen-decomposition of an (r, r) matrix replaces the SVD of (n, D): several times faster at the thesis's
+    sizes. Singular values below ~1e-8 of the largest lose relative accuracy, which none of the metrics here
+    depends on (they enter as log(alpha + beta sigma) or are cut); the vectors of those directions are zero.
     """
     n, d = x.shape
-    if n <= d:
-        sigma, u = linalg.eigh(x @ x.T)
-        sigma, u = sigma[::-1].clip(min=0), u[:, ::-1]
-        keep = sigma > sigma[0] * 1e-14
-        v = np.zeros((d, n))
-        v[:, keep] = (x.T @ u[:, keep]) / np.sqrt(sigma[keep])
-        return sigma, u, v
-    sigma, v = linalg.eigh(x.T @ x)
-    sigma, v = sigma[::-1].clip(min=0), v[:, ::-1]
+    small = x @ x.T if n <= d else x.T @ x
+    sigma, vecs = linalg.eigh(small, overwrite_a=True, check_finite=False, driver="evd")
+    sigma, vecs = sigma[::-1].clip(min=0), vecs[:, ::-1]
     keep = sigma > sigma[0] * 1e-14
-    u = np.zeros((n, d))
-    u[:, keep] = (x @ v[:, keep]) / np.sqrt(sigma[keep])
-    return sigma, u, v
+    other = None
+    if (n <= d and right) or (n > d and left):
+        other = np.zeros((d if n <= d else n, vecs.shape[1]))
+        other[:, keep] = ((x.T if n <= d else x) @ vecs[:, keep]) / np.sqrt(sigma[keep])
+    u, v = (vecs, other) if n <= d else (other, vecs)
+    return sigma, (u if left else None), (v if right else None)
 
 
 def _pca_exact(x: np.ndarray, n_components: int | float) -> tuple[np.ndarray, np.ndarray]:
@@ -193,14 +193,16 @@ def _pca_exact(x: np.ndarray, n_components: int | float) -> tuple[np.ndarray, np
     rule); the scores equal scikit-learn's up to the sign of each component.
     """
     xc = x - x.mean(axis=0)
-    sigma, u, _ = _gram_eigh(xc)
-    var = sigma / (x.shape[0] - 1)
+    n, d = xc.shape
+    sigma, u, v = _gram_eigh(xc, left=n <= d, right=n > d)
+    var = sigma / (n - 1)
     if 0 < n_components < 1:
         k = int(np.searchsorted(np.cumsum(var) / var.sum(), n_components, side="right")) + 1
     else:
         k = int(n_components)
     k = min(k, sigma.size)
-    return u[:, :k] * np.sqrt(sigma[:k]), var[:k]
+    scores = u[:, :k] * np.sqrt(sigma[:k]) if n <= d else xc @ v[:, :k]
+    return scores, var[:k]
 
 
 # --------------------------------------------------------------------------------------------------- LogME
@@ -234,12 +236,18 @@ def logme(features, labels, *, variant: str = "paper", tol: float = 1e-3, max_it
         raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
     f, y, c = _check_features(features, labels)
     n, d = f.shape
-    sigma, u, _ = _gram_eigh(f)
-    keep = sigma > sigma[0] * 1e-14
+    onehot = np.eye(c)[y]
+    if n <= d:
+        sigma, u, _ = _gram_eigh(f, right=False)
+        keep = sigma > sigma[0] * 1e-14
+        proj = u[:, keep].T @ onehot
+    else:  # u^T y = v^T F^T y / s: no (n, D) matrix of left vectors
+        sigma, _, v = _gram_eigh(f, left=False)
+        keep = sigma > sigma[0] * 1e-14
+        proj = (v[:, keep].T @ (f.T @ onehot)) / np.sqrt(sigma[keep])[:, None]
     rank = int(keep.sum())
     sigma = sigma[keep]
-    onehot = np.eye(c)[y]
-    x2_all = (u[:, keep].T @ onehot) ** 2  # (rank, C): squared projections of each class column
+    x2_all = proj**2  # (rank, C): squared projections of each class column on the left singular vectors
     n_zero = d - rank if variant == "paper" else min(n, d) - rank if n <= d else 0
     # The reference code adds 1e-5 to ||m||^2 and the residual for stability; it biases alpha when ||m||^2 is
     # small, so the paper variant only guards against division by zero.
@@ -478,7 +486,7 @@ def _fda_probs(
     np.add.at(means, y, x)
     means /= np.bincount(y, minlength=c)[:, None]
     centred = (x - means[y]) / math.sqrt(n)  # S_w = sum_k prior_k cov_k = centred^T centred
-    s, _, v = _gram_eigh(centred)
+    s, _, v = _gram_eigh(centred, left=False)
     if lam is None:
         # adaptive shrinkage lambda = exp(-a * largest eigenvalue of S_w), a = 5 (SFDA Eq. 4)
         top = _top_eigenvalue_power(centred * math.sqrt(n)) if power else float(s[0])
@@ -803,8 +811,7 @@ def transferability_score(
     Both terms are min-max normalised across the candidate sources of one target (Eq. 6.5) and combined:
 
     - ``scenario="dataset"``: S = S_LP' x S_FU' (Eq. 6.6). The prose says "sum" while Eq. 6.6 is a product;
-    the
-      product is what the published scores reproduce, and the default (``combine="sum"`` offers the prose).
+      the product is what the published scores reproduce, and the default (``combine="sum"`` offers the prose).
     - ``scenario="model"``: both terms reversed before combining, (1 - S_LP')(1 - S_FU') (Eq. 6.8 for S_FU;
       the study applied the same reversal to S_LP, which reproduces Table 6.3's "1-Ours" column).
     - ``terms="lp"`` / ``"fu"``: the ablations of Figure 6.6 (one normalised term alone).
@@ -848,7 +855,8 @@ def source_outputs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One batched forward pass of the target images through a source: (penultimate features, source softmax).
 
-    The softmax is over the source's own head (needed by LEEP); None when the model has no head of its own.
+    Both float32. The softmax is over the source's own head (needed by LEEP); None when the model has no head of
+    its own.
     """
     norm = normalization or getattr(model, "normalization", "half")
     x = _as_input_tensor(images, norm)
@@ -862,8 +870,10 @@ def source_outputs(
             feats.append(h.cpu())
             if head is not None:
                 probs.append(torch.softmax(head(h), dim=1).cpu())
-    f = torch.cat(feats).numpy().astype(np.float64)
-    p = torch.cat(probs).numpy().astype(np.float64) if probs else None
+    # float32, as the model computes them and as the thesis's study passed them to its metrics: scikit-learn's
+    # PCA and NCA then run in float32 as there, which decides where NCA's L-BFGS stops (see nca_fit)
+    f = torch.cat(feats).numpy()
+    p = torch.cat(probs).numpy() if probs else None
     return f, p
 
 
@@ -914,8 +924,7 @@ def score_sources(
         warnings.warn(f"the thesis metric cannot rank these sources: {err}", stacklevel=2)
         table["ours"] = np.nan
     if scenario == "model":
-        # The thesis's model scenario reverses the methods it names (Table 6.3: 1-PARC, 1-NCTI, 1-LEEP,
-        # 1-NLEEP).
+        # The thesis's model scenario reverses the methods it names (Table 6.3: 1-PARC, 1-NCTI, 1-LEEP, 1-NLEEP).
         for m in MODEL_REVERSED:
             table[m] = 1 - table[m]
     return table[list(METHODS) + ["lp", "fu"]], seconds
