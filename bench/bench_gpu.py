@@ -35,11 +35,29 @@ BATCH = 64
 LR = 1e-3
 
 
+class TimmClassifier(torch.nn.Module):
+    """A timm model with the two methods cfct's loop calls on a ``zoo.Classifier`` (full fine-tuning only)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        if frozen:
+            raise ValueError("bench_gpu times full fine-tuning only")
+
+    def head_parameters(self):
+        return self.net.get_classifier().parameters()
+
+
 def make_model(arch: str, size: int) -> torch.nn.Module:
     if arch == "tf_efficientnet_lite0":
         import timm  # only this architecture needs timm; cfct's zoo has no EfficientNet-Lite
 
-        return timm.create_model(arch, pretrained=False, num_classes=2)
+        return TimmClassifier(timm.create_model(arch, pretrained=False, num_classes=2))
     return zoo.create(f"random:{arch}", 2, input_size=size, seed=0)
 
 
