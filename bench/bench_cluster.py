@@ -35,7 +35,7 @@ os.environ.setdefault("CFCT_OFFLINE", "1")
 from _slurm import local_slurm  # noqa: E402
 
 from cfct import cluster, results  # noqa: E402
-from cfct.experiments.jobs import chapter_jobs  # noqa: E402
+from cfct.experiments.jobs import chapter_jobs, pretrain_job, run_job  # noqa: E402
 
 SWEEP = dict(profile="smoke", targets="breastmnist", folds=1, patience=3, max_train_images=96,
              natural_source="pretrained:resnet18:medmnist:pneumoniamnist@200",
@@ -63,9 +63,7 @@ def store_write_seconds(n: int, root: Path) -> list[float]:
 
 def overhead_only(n: int) -> None:
     """Per-job overhead on Slurm with a cheap real job computed in-process first (no sweep timings)."""
-    from cfct.experiments.jobs import _pretrain_job, run_job
-
-    job = _pretrain_job("pretrained:resnet18:medmnist:breastmnist@40", "smoke")
+    job = pretrain_job("pretrained:resnet18:medmnist:breastmnist@40", "smoke")
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         tmp = Path(tmp)
         store = results.Store(tmp / "results")

@@ -1,25 +1,28 @@
 """Transferability estimation (thesis Chapter 6): score a pre-trained source for a target without fine-tuning.
 
-Per-source scores take the target's penultimate features ``(n, D)`` (or the source's softmax, for LEEP) and
-the
+Per-source scores take the target's penultimate features ``(n, D)`` (or the source's softmax, for LEEP) and the
 target labels ``(n,)``:
 
 - :func:`logme` (You et al., 2021), :func:`leep` (Nguyen et al., 2020), :func:`nleep` (Li et al., 2021),
   :func:`parc` (Bolya et al., 2021), :func:`sfda` (Shao et al., 2022);
 - the thesis metric's two terms (6.3.2): :func:`label_prediction_score` S_LP (Eq. 6.2, NCA + 5-NN) and
-  :func:`feature_update_score` S_FU (Eqs. 6.3-6.4, ratio of triplet-loss gradient norms of the second and
-  first
+  :func:`feature_update_score` S_FU (Eqs. 6.3-6.4, ratio of triplet-loss gradient norms of the second and first
   convolution).
 
 Set-level scores normalise across the candidate sources of one target and take a mapping source -> inputs:
 :func:`ncti` (Wang et al., 2023) and :func:`transferability_score` (Eqs. 6.5, 6.6 and 6.8).
 
 Every metric is implemented from its paper's definition. Where the thesis's study (the authors' public code,
-DovileDo/transferability-in-medical-imaging) used a different variant or setting, a keyword offers it and the
-docstring names the difference; :data:`THESIS_SETTINGS` collects the keywords that reproduce the study.
+DovileDo/transferability-in-medical-imaging, which wraps the original LogME, SFDA, PARC and NCTI code) used a
+different variant or setting, a keyword offers it and the docstring names the difference; :data:`THESIS_SETTINGS`
+collects the keywords that reproduce the study. ``bench/bench_metrics.py`` times every metric against that code
+and prints the value differences.
 
-Degenerate input is refused early with a :class:`ValueError` naming the problem: fewer than two classes,
-NaN or
+Speed: the costly step of most metrics is a decomposition of the (n, D) feature matrix. Where n < D (the thesis's
+targets: 100 images per class, D = 512-2048) it is done on the n x n Gram matrix, which has the same non-zero
+spectrum; the result is the same up to rounding.
+
+Degenerate input is refused early with a :class:`ValueError` naming the problem: fewer than two classes, NaN or
 infinite features, features that are constant over the target set, labels that do not match the features.
 n < D (the thesis's low-data case: 200 images of a binary target, D = 512) is supported by every metric.
 """
@@ -34,6 +37,12 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 import torch
+from scipy import linalg
+from scipy.stats import rankdata
+from sklearn.decomposition import PCA
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.mixture import GaussianMixture
+from sklearn.neighbors import NearestNeighbors, NeighborhoodComponentsAnalysis
 
 __all__ = [
     "logme",
@@ -55,8 +64,10 @@ __all__ = [
 THESIS_SETTINGS: dict[str, dict] = {
     "logme": {"variant": "thesis"},
     "nleep": {"variant": "thesis"},
-    "ncti": {"variant": "thesis"},
-    "label_prediction_score": {"reduce": "mean", "n_components": 50},
+    "parc": {"variant": "thesis", "pca": "randomized", "random_state": 1919},
+    "sfda": {"variant": "thesis"},
+    "ncti": {"variant": "thesis", "random_state": 42},
+    "label_prediction_score": {"reduce": "mean", "n_components": 50, "random_state": 42},
     "feature_update_score": {"n_batches": 6},
 }
 
@@ -78,24 +89,32 @@ def _check_labels(labels, n: int | None = None) -> tuple[np.ndarray, int]:
             y = y.astype(np.int64)
         else:
             raise ValueError("labels must be integer class indices")
-    classes, y = np.unique(y, return_inverse=True)
+    counts = np.bincount(y) if y.size and y.min() >= 0 else None
+    if counts is not None and counts.all():  # already 0..C-1 (the usual case): no sort
+        classes = np.arange(counts.size)
+    else:
+        classes, y = np.unique(y, return_inverse=True)
     if classes.size < 2:
         raise ValueError(
             f"transferability needs at least two classes in the target labels, got one ({classes[0]}): "
             "every source would predict a single class perfectly"
         )
-    return y.astype(np.int64), int(classes.size)
+    return y.astype(np.int64, copy=False), int(classes.size)
 
 
-def _check_features(features, labels) -> tuple[np.ndarray, np.ndarray, int]:
-    x = np.asarray(features, dtype=np.float64)
+def _check_features(features, labels, *, keep_float32: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    # keep_float32: hand float32 features to scikit-learn as they are, as the thesis's code did (its PCA then runs
+    # in float32: same value as the study's, and faster)
+    x = np.asarray(features)
+    if not (keep_float32 and x.dtype == np.float32):
+        x = x.astype(np.float64, copy=False)
     if x.ndim != 2:
         raise ValueError(f"features must be a 2-D array (n, D), got shape {x.shape}")
     if x.shape[0] < 3:
         raise ValueError(f"need at least 3 samples, got {x.shape[0]}")
     if not np.all(np.isfinite(x)):
         raise ValueError("features contain NaN or infinite values (a diverged source model?)")
-    if np.all(np.ptp(x, axis=0) == 0):
+    if np.all(x.max(axis=0) == x.min(axis=0)):
         raise ValueError(
             "features are constant over the target set: the source maps every image to the same "
             "representation, so no score can rank it"
@@ -105,14 +124,15 @@ def _check_features(features, labels) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def _check_probs(probs, labels) -> tuple[np.ndarray, np.ndarray, int]:
-    p = np.asarray(
-        probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else probs, dtype=np.float64
-    )
+    p = np.asarray(probs.detach().cpu().numpy() if isinstance(probs, torch.Tensor) else probs)
+    if p.dtype != np.float32:  # float32 softmax outputs stay float32 (LEEP needs no more precision)
+        p = p.astype(np.float64)
     if p.ndim != 2:
         raise ValueError(f"source_probs must be 2-D (n, source classes), got shape {p.shape}")
-    if not np.all(np.isfinite(p)):
+    row_sums = p.sum(axis=1)  # NaN or inf anywhere in a row makes its sum non-finite: one pass checks both
+    if not np.all(np.isfinite(row_sums)):
         raise ValueError("source_probs contain NaN or infinite values")
-    if np.any(p < 0) or not np.allclose(p.sum(axis=1), 1.0, atol=1e-4):
+    if p.min() < 0 or np.abs(row_sums - 1.0).max() > 1e-4:
         raise ValueError(
             "source_probs must be probabilities (rows >= 0 summing to 1): apply a softmax over the "
             "source's own classes to the logits first"
@@ -140,13 +160,57 @@ def minmax(values) -> np.ndarray:
     return (v - lo) / (hi - lo)
 
 
+# ------------------------------------------------------------------------------------------- linear algebra
+def _gram_eigh(
+    x: np.ndarray, *, left: bool = True, right: bool = True
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Eigen-decomposition of the smaller Gram matrix of x: (sigma, u, v), largest first.
+
+    sigma are the squared singular values of x, u (n, r) its left and v (D, r) its right singular vectors for the
+    r = min(n, D) directions (``left`` / ``right`` False: that side is not computed and is None). One symmetric
+    eigen-decomposition of an (r, r) matrix replaces the SVD of (n, D): several times faster at the thesis's
+    sizes. Singular values below ~1e-8 of the largest lose relative accuracy, which none of the metrics here
+    depends on (they enter as log(alpha + beta sigma) or are cut); the vectors of those directions are zero.
+    """
+    n, d = x.shape
+    small = x @ x.T if n <= d else x.T @ x
+    sigma, vecs = linalg.eigh(small, overwrite_a=True, check_finite=False, driver="evd")
+    sigma, vecs = sigma[::-1].clip(min=0), vecs[:, ::-1]
+    keep = sigma > sigma[0] * 1e-14
+    other = None
+    if (n <= d and right) or (n > d and left):
+        other = np.zeros((d if n <= d else n, vecs.shape[1]))
+        other[:, keep] = ((x.T if n <= d else x) @ vecs[:, keep]) / np.sqrt(sigma[keep])
+    u, v = (vecs, other) if n <= d else (other, vecs)
+    return sigma, (u if left else None), (v if right else None)
+
+
+def _pca_exact(x: np.ndarray, n_components: int | float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact PCA scores (n, k) and explained variances (k,), by :func:`_gram_eigh` of the centred features.
+
+    ``n_components`` in (0, 1) keeps the fewest components whose explained variance ratio reaches it (scikit-learn's
+    rule); the scores equal scikit-learn's up to the sign of each component.
+    """
+    xc = x - x.mean(axis=0)
+    n, d = xc.shape
+    sigma, u, v = _gram_eigh(xc, left=n <= d, right=n > d)
+    var = sigma / (n - 1)
+    if 0 < n_components < 1:
+        k = int(np.searchsorted(np.cumsum(var) / var.sum(), n_components, side="right")) + 1
+    else:
+        k = int(n_components)
+    k = min(k, sigma.size)
+    scores = u[:, :k] * np.sqrt(sigma[:k]) if n <= d else xc @ v[:, :k]
+    return scores, var[:k]
+
+
 # --------------------------------------------------------------------------------------------------- LogME
 def logme(features, labels, *, variant: str = "paper", tol: float = 1e-3, max_iter: int = 11) -> float:
     """LogME: mean over classes of the per-sample log maximum evidence of a Bayesian linear model (You et al.
     2021, Eq. 2, maximised by the fixed-point iteration of You et al. 2022, Algorithm 2).
 
-    For each class k, regress the one-hot target column y_k on the features F with prior w ~ N(0, 1/alpha I)
-    and noise N(0, 1/beta); the evidence is
+    For each class k, regress the one-hot target column y_k on the features F with prior w ~ N(0, 1/alpha I) and
+    noise N(0, 1/beta); the evidence is
 
         log p(y|F, alpha, beta) = n/2 log beta + D/2 log alpha - n/2 log 2 pi - beta/2 ||F m - y||^2
                                   - alpha/2 ||m||^2 - 1/2 log |alpha I + beta F^T F|,
@@ -159,9 +223,10 @@ def logme(features, labels, *, variant: str = "paper", tol: float = 1e-3, max_it
     labels : (n,) int array
     variant : {"paper", "thesis"}
         ``"paper"``: log|A| sums over all D eigenvalues of F^T F, including the D - rank zero ones (each
-        contributes log alpha), as in the paper's equation. ``"thesis"``: the public LogME code the thesis's
-        study used sums only over the min(n, D) singular values, which changes the score when n < D (the
-        thesis's case: 200 images, D = 512).
+        contributes log alpha), as in the paper's equation, and the evidence is evaluated at the final
+        alpha, beta. ``"thesis"``: the public LogME code the thesis's study used sums only over the min(n, D)
+        singular values, which changes the score when n < D (the thesis's case: 200 images, D = 512), adds 1e-5
+        to ||m||^2 and the residual, and evaluates the evidence with the last iteration's ||m||^2 and residual.
     tol, max_iter : float, int
         Stop when alpha/beta changes by less than ``tol`` (relative), at most ``max_iter`` iterations (the
         paper's defaults).
@@ -170,31 +235,40 @@ def logme(features, labels, *, variant: str = "paper", tol: float = 1e-3, max_it
         raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
     f, y, c = _check_features(features, labels)
     n, d = f.shape
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
-    keep = s > 1e-10 * s.max()
-    u, sigma = u[:, keep], (s[keep] ** 2)
-    n_zero = d - sigma.size if variant == "paper" else 0
+    onehot = np.eye(c)[y]
+    if n <= d:
+        sigma, u, _ = _gram_eigh(f, right=False)
+        keep = sigma > sigma[0] * 1e-14
+        proj = u[:, keep].T @ onehot
+    else:  # u^T y = v^T F^T y / s: no (n, D) matrix of left vectors
+        sigma, _, v = _gram_eigh(f, left=False)
+        keep = sigma > sigma[0] * 1e-14
+        proj = (v[:, keep].T @ (f.T @ onehot)) / np.sqrt(sigma[keep])[:, None]
+    rank = int(keep.sum())
+    sigma = sigma[keep]
+    x2_all = proj**2  # (rank, C): squared projections of each class column on the left singular vectors
+    n_zero = d - rank if variant == "paper" else min(n, d) - rank if n <= d else 0
     # The reference code adds 1e-5 to ||m||^2 and the residual for stability; it biases alpha when ||m||^2 is
     # small, so the paper variant only guards against division by zero.
     eps = 1e-5 if variant == "thesis" else 1e-10
     evidences = []
     for k in range(c):
-        yk = (y == k).astype(np.float64)
-        x2 = (u.T @ yk) ** 2
-        res_x2 = float(yk @ yk - x2.sum())
+        x2 = x2_all[:, k]
+        res_x2 = max(float(onehot[:, k].sum() - x2.sum()), 0.0)
         alpha, beta = 1.0, 1.0
         for _ in range(max_iter):
             t = alpha / beta
             gamma = float((sigma / (sigma + t)).sum())
             m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
-            res2 = float((x2 * (t / (t + sigma)) ** 2).sum() + max(res_x2, 0.0))
+            res2 = float((x2 * (t / (t + sigma)) ** 2).sum() + res_x2)
             alpha = gamma / (m2 + eps)
             beta = (n - gamma) / (res2 + eps)
             if abs(alpha / beta - t) / t <= tol or alpha / beta < 1e-12:
                 break
-        t = alpha / beta
-        m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
-        res2 = float((x2 * (t / (t + sigma)) ** 2).sum() + max(res_x2, 0.0))
+        if variant == "paper":
+            t = alpha / beta
+            m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
+            res2 = float((x2 * (t / (t + sigma)) ** 2).sum() + res_x2)
         ev = (
             d / 2 * math.log(alpha)
             + n / 2 * math.log(beta)
@@ -209,22 +283,20 @@ def logme(features, labels, *, variant: str = "paper", tol: float = 1e-3, max_it
 
 # ---------------------------------------------------------------------------------------------------- LEEP
 def _leep_from_assignments(theta: np.ndarray, y: np.ndarray, c: int, *, log: bool) -> float:
-    n = theta.shape[0]
-    joint = np.zeros((c, theta.shape[1]))
-    np.add.at(joint, y, theta / n)  # P(y, z) = 1/n sum_i theta_z(x_i) [y_i = y]
-    pz = joint.sum(axis=0, keepdims=True)
+    joint = np.eye(c, dtype=theta.dtype)[:, y] @ theta  # n P(y, z) = sum_i theta_z(x_i) [y_i = y]; n cancels
+    pz = joint.sum(axis=0)
     cond = np.divide(joint, pz, out=np.zeros_like(joint), where=pz > 0)  # P(y | z)
-    eep = (theta @ cond.T)[np.arange(n), y]  # empirical predictor's probability of the true label
+    eep = np.einsum("iz,iz->i", theta, cond[y])  # empirical predictor's probability of the true label
     if log:
-        return float(np.mean(np.log(np.maximum(eep, 1e-300))))
-    return float(np.mean(eep))
+        return float(np.log(np.maximum(eep, np.finfo(eep.dtype).tiny)).mean())
+    return float(eep.mean())
 
 
 def leep(source_probs, labels) -> float:
     """LEEP (Nguyen et al. 2020, Eq. 2): average log-likelihood of the expected empirical predictor.
 
-    With theta(x) the source model's softmax over its own C_s classes,
-    P(y, z) = 1/n sum_i theta_z(x_i) [y_i = y], P(y|z) = P(y, z) / P(z), and
+    With theta(x) the source model's softmax over its own C_s classes, P(y, z) = 1/n sum_i theta_z(x_i) [y_i = y],
+    P(y|z) = P(y, z) / P(z), and
 
         LEEP = 1/n sum_i log( sum_z P(y_i | z) theta_z(x_i) ).
 
@@ -248,59 +320,124 @@ def nleep(
 ) -> float:
     """Gaussian LEEP, N-LEEP (Li et al. 2021): LEEP with the source head replaced by a Gaussian mixture.
 
-    PCA keeps ``energy`` of the feature variance, a Gaussian mixture with ``components_per_class`` x C
-    components is fitted on the reduced target features, and its posterior p(v|x) plays the role of theta(x)
-    in :func:`leep`.
+    PCA keeps ``energy`` of the feature variance, a Gaussian mixture (full covariances) with
+    ``components_per_class`` x C components is fitted on the reduced target features, and its posterior p(v|x)
+    plays the role of theta(x) in :func:`leep`.
+
+    The PCA is exact (:func:`_pca_exact`, on the Gram matrix when n < D); it, not the mixture, is the costly step
+    at the thesis's sizes (the mixture of 5 C components on a few dozen PCA dimensions converges in a few EM
+    steps). The mixture is scikit-learn's, as in the study.
 
     Parameters
     ----------
     variant : {"paper", "thesis"}
-        ``"paper"``: mean log-likelihood, as LEEP. ``"thesis"``: the thesis's study averaged the empirical
-        predictor's *probability* of the true label without the log (its published N-LEEP scores lie in
-        [0, 1]).
+        ``"paper"``: mean log-likelihood, as LEEP, with the mixture's covariances regularised by 1e-4 (stable on
+        float features whose PCA components have small variance). ``"thesis"``: as the thesis's study, the mean
+        of the empirical predictor's *probability* of the true label without the log (its published N-LEEP scores
+        lie in [0, 1]) and scikit-learn's default regularisation 1e-6.
     random_state : int
-        Seed of PCA and the mixture's initialisation.
+        Seed of the mixture's k-means initialisation. The study left it unseeded, so its N-LEEP varies from run
+        to run by the spread over seeds (``bench/bench_metrics.py`` shows it).
     """
     if variant not in ("paper", "thesis"):
         raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
-    from sklearn.decomposition import PCA
-    from sklearn.mixture import GaussianMixture
-
     f, y, c = _check_features(features, labels)
-    reduced = PCA(n_components=energy, random_state=random_state).fit_transform(f)
+    reduced, _ = _pca_exact(f, energy)
     k = min(components_per_class * c, f.shape[0])
-    gmm = GaussianMixture(n_components=k, random_state=random_state, reg_covar=1e-4).fit(reduced)
+    reg = 1e-6 if variant == "thesis" else 1e-4
+    gmm = GaussianMixture(n_components=k, random_state=random_state, reg_covar=reg).fit(reduced)
     theta = gmm.predict_proba(reduced)
     return _leep_from_assignments(theta, y, c, log=(variant == "paper"))
 
 
 # ---------------------------------------------------------------------------------------------------- PARC
-def parc(features, labels, *, n_dims: int = 32, random_state: int = 0) -> float:
+def _label_rdm_ranks(y: np.ndarray, c: int, iu: tuple[np.ndarray, np.ndarray], variant: str) -> np.ndarray:
+    """Average ranks of the one-hot label dissimilarities 1 - corr(e_{y_i}, e_{y_j}) over the pairs ``iu``.
+
+    The dissimilarity depends only on the pair of classes, so it is ranked from a C x C table. ``"paper"``: the
+    exact values (0 within a class, 1 + 1/(C-1) between classes). ``"thesis"``: the values exactly as
+    ``1 - np.corrcoef(onehot)`` rounds them in the published code, where equal dissimilarities of some class pairs
+    differ in the last bit (e.g. 1.1666666666666665 vs 1.1666666666666667 for C = 7) and so get different ranks.
+    """
+    if variant == "paper":
+        table = np.full((c, c), 1.0 + 1.0 / (c - 1))
+        np.fill_diagonal(table, 0.0)
+    else:
+        onehot = np.eye(c)[y]
+        full = 1 - np.corrcoef(onehot)
+        first = np.array([np.flatnonzero(y == k)[0] for k in range(c)])
+        table = full[np.ix_(first, first)]
+        if not np.array_equal(table[y[:, None], y[None, :]][iu], full[iu]):  # position-dependent rounding: rank all
+            return rankdata(full[iu])
+    codes = y[iu[0]] * c + y[iu[1]]
+    counts = np.bincount(codes, minlength=c * c).astype(np.float64)
+    values = table.ravel()
+    order = np.argsort(values, kind="stable")
+    uniq, inverse = np.unique(values[order], return_inverse=True)
+    per_value = np.bincount(inverse, weights=counts[order], minlength=uniq.size)
+    avg_rank = np.cumsum(per_value) - per_value + (per_value + 1) / 2  # average rank of each distinct value
+    rank_of_code = np.empty(c * c)
+    rank_of_code[order] = avg_rank[inverse]
+    return rank_of_code[codes]
+
+
+def parc(
+    features,
+    labels,
+    *,
+    n_dims: int = 32,
+    pca: str = "randomized",
+    random_state: int = 1919,
+    variant: str = "paper",
+) -> float:
     """PARC (Bolya et al. 2021): Spearman correlation between the feature and label dissimilarity matrices.
 
     Features are reduced to ``n_dims`` by PCA (the paper's 32) and standardised; the representation
-    dissimilarity matrices are 1 - Pearson correlation between samples (of features, and of one-hot labels);
-    the score is 100 x Spearman's rho of their upper triangles.
-    """
-    from scipy.stats import spearmanr
-    from sklearn.decomposition import PCA
+    dissimilarity matrices are 1 - Pearson correlation between samples (of features, and of one-hot labels); the
+    score is 100 x Spearman's rho of their upper triangles.
 
-    f, y, c = _check_features(features, labels)
+    Parameters
+    ----------
+    pca : {"randomized", "full"}
+        ``"randomized"`` (default): PARC's own code (and the thesis's study) reduces with scikit-learn's
+        randomised PCA, one power iteration, seed ``random_state`` = 1919; the approximation moves the score by
+        about a point against the exact PCA (``bench/bench_metrics.py``). ``"full"``: the exact PCA.
+    random_state : int
+        Seed of the randomised PCA.
+    variant : {"paper", "thesis"}
+        The label dissimilarities. ``"paper"``: the exact two values. ``"thesis"``: as the published code
+        computes them with ``np.corrcoef``, whose last-bit rounding splits the tied between-class (and
+        within-class) values into groups by class pair; Spearman's rho then ranks those groups apart, which
+        changes the score by up to ~10 points for some C (e.g. C = 7) and not at all for C = 2.
+
+    Notes
+    -----
+    The label dissimilarity depends on the class pair only, so its ranks come from a C x C table: one ranking of
+    the n(n-1)/2 feature dissimilarities instead of two, and no n x n label matrix in the paper variant.
+    """
+    if pca not in ("randomized", "full"):
+        raise ValueError(f"unknown pca {pca!r}; valid choices: randomized, full")
+    if variant not in ("paper", "thesis"):
+        raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
+    f, y, c = _check_features(features, labels, keep_float32=True)
     dims = min(n_dims, f.shape[0], f.shape[1])
     if dims < f.shape[1]:
-        f = PCA(n_components=dims, random_state=random_state).fit_transform(f)
+        if pca == "randomized":
+            reducer = PCA(n_components=dims, svd_solver="randomized", random_state=random_state, iterated_power=1)
+            f = reducer.fit_transform(f)
+        else:
+            f = _pca_exact(f.astype(np.float64), dims)[0]
+    f = np.asarray(f, dtype=np.float64)
     std = f.std(axis=0)
     f = (f - f.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    if np.any(np.ptp(f, axis=1) == 0):
+    if np.any(f.max(axis=1) == f.min(axis=1)):
         raise ValueError(
             "PARC: a sample has identical values in every reduced feature; its correlation to the "
             "other samples is undefined"
         )
-    onehot = np.eye(c)[y]
     iu = np.triu_indices(f.shape[0], 1)
-    rdm_f = 1 - np.corrcoef(f)
-    rdm_y = 1 - np.corrcoef(onehot)
-    rho = spearmanr(rdm_f[iu], rdm_y[iu]).statistic
+    rank_f = rankdata((1 - np.corrcoef(f))[iu])
+    rho = np.corrcoef(rank_f, _label_rdm_ranks(y, c, iu, variant))[0, 1]
     return float(rho * 100)
 
 
@@ -312,28 +449,52 @@ def _shrunk(cov: np.ndarray, lam: float) -> np.ndarray:
     return out
 
 
-def _fda_probs(x: np.ndarray, y: np.ndarray, c: int, lam: float | None) -> tuple[np.ndarray, float]:
+def _top_eigenvalue_power(centred: np.ndarray, iterations: int = 3) -> float:
+    """SFDA's code's estimate of S_w's largest eigenvalue: ``iterations`` double power steps from S_w 1.
+
+    S_w = centred^T centred / n is applied as two matrix-vector products with ``centred`` (no D x D matrix).
+    """
+    n = centred.shape[0]
+
+    def sw(v):
+        return centred.T @ (centred @ v) / n
+
+    x = sw(np.ones(centred.shape[1]))
+    yv = x
+    for _ in range(iterations):
+        t = sw(x)
+        yv = t / np.linalg.norm(t)
+        t = sw(yv)
+        x = t / np.linalg.norm(t)
+    return float(x @ sw(yv))
+
+
+def _fda_probs(
+    x: np.ndarray, y: np.ndarray, c: int, lam: float | None, *, power: bool = False
+) -> tuple[np.ndarray, float]:
     """Regularised FDA of SFDA: returns softmax class probabilities and the shrinkage used.
 
     SFDA's classifier uses coef = M V V^T with V the generalised eigenvectors of (S_b, S_w'); because
-    V^T S_w' V = I, V V^T = S_w'^{-1}, so coef = M S_w'^{-1} is computed with one Cholesky solve instead of a
-    D x D generalised eigen-decomposition (same numbers, ~10x faster; tested against the eigen route).
+    V^T S_w' V = I, V V^T = S_w'^{-1}, so coef = M S_w'^{-1}. With S_w' = a I + b C^T C (C the class-centred
+    features / sqrt(n)), it is computed from the eigen-decomposition of the smaller Gram matrix of C: no D x D
+    generalised eigen-problem (same numbers, tested against the eigen route).
     """
-    from scipy import linalg
-
     n, d = x.shape
     priors = np.bincount(y, minlength=c) / y.size
-    means = np.stack([x[y == k].mean(axis=0) for k in range(c)])
-    centred = x - means[y]  # S_w = sum_k prior_k cov_k = centred^T centred / n
-    sw = centred.T @ centred / n
+    means = np.zeros((c, d))
+    np.add.at(means, y, x)
+    means /= np.bincount(y, minlength=c)[:, None]
+    centred = (x - means[y]) / math.sqrt(n)  # S_w = sum_k prior_k cov_k = centred^T centred
+    s, _, v = _gram_eigh(centred, left=False)
     if lam is None:
-        # adaptive shrinkage lambda = exp(-a * largest eigenvalue of S_w), a = 5 (SFDA Eq. 4); the n x n Gram
-        # matrix has the same non-zero eigenvalues and is smaller when n < D
-        gram = centred @ centred.T / n if n < d else sw
-        top = float(linalg.eigvalsh(gram, subset_by_index=[gram.shape[0] - 1, gram.shape[0] - 1])[0])
+        # adaptive shrinkage lambda = exp(-a * largest eigenvalue of S_w), a = 5 (SFDA Eq. 4)
+        top = _top_eigenvalue_power(centred * math.sqrt(n)) if power else float(s[0])
         lam = max(math.exp(-5.0 * top), 1e-10)
-    sw_s = _shrunk(sw, lam)
-    coef = linalg.solve(sw_s, means.T, assume_a="pos").T
+    a = lam * float(s.sum()) / d  # lambda * trace(S_w) / D on the diagonal
+    b = 1.0 - lam
+    # S_w'^{-1} M^T = M^T / a + V diag(1 / (a + b s) - 1 / a) V^T M^T  (V spans the non-null space of S_w)
+    proj = v.T @ means.T
+    coef = (means.T / a + v @ ((1.0 / (a + b * s) - 1.0 / a)[:, None] * proj)).T
     intercept = -0.5 * np.einsum("kd,kd->k", means, coef) + np.log(priors)
     logits = x @ coef.T + intercept
     logits -= logits.max(axis=1, keepdims=True)
@@ -343,8 +504,6 @@ def _fda_probs(x: np.ndarray, y: np.ndarray, c: int, lam: float | None) -> tuple
 
 def _fda_probs_eigen(x: np.ndarray, y: np.ndarray, c: int, lam: float) -> np.ndarray:
     """SFDA's original route (generalised eigenvectors of S_b and the shrunk S_w); kept to test the solve."""
-    from scipy import linalg
-
     priors = np.bincount(y, minlength=c) / y.size
     means = np.stack([x[y == k].mean(axis=0) for k in range(c)])
     sw = sum(priors[k] * np.cov(x[y == k].T, bias=True).reshape(x.shape[1], x.shape[1]) for k in range(c))
@@ -358,25 +517,34 @@ def _fda_probs_eigen(x: np.ndarray, y: np.ndarray, c: int, lam: float) -> np.nda
     return p / p.sum(axis=1, keepdims=True)
 
 
-def sfda(features, labels) -> float:
+def sfda(features, labels, *, variant: str = "paper") -> float:
     """SFDA (Shao et al. 2022): self-challenging Fisher discriminant analysis.
 
-    1. Reg-FDA: Fisher projection with the within-class scatter shrunk by lambda = exp(-5 sigma_max(S_w))
-       (SFDA Eq. 4); class probabilities from the Gaussian classifier in that space.
+    1. Reg-FDA: Fisher projection with the within-class scatter shrunk by lambda = exp(-5 sigma_max(S_w)) (SFDA
+       Eq. 4); class probabilities from the Gaussian classifier in that space.
     2. ConfMix (self-challenging): each sample is mixed toward the mean of the other classes by one minus its
        softened probability of the true class, x <- p x + (1 - p) mu_{-y}.
     3. Reg-FDA again (same lambda) on the mixed features; the score is the mean probability of the true class.
 
     As in SFDA's reference code (which the thesis's study used), the final expectation is taken over
-    probabilities, not log-probabilities. The largest eigenvalue of S_w is computed exactly (the reference
-    code
-    uses three power iterations). In the low-data regime (binary targets, n = 200 < D) the probabilities
+    probabilities, not log-probabilities. In the low-data regime (binary targets, n = 200 < D) the probabilities
     saturate at 1 for every source, so SFDA cannot rank them (Table 6.2, "-").
+
+    Parameters
+    ----------
+    variant : {"paper", "thesis"}
+        How sigma_max(S_w) is obtained. ``"paper"``: exactly. ``"thesis"``: SFDA's public code (used by the
+        thesis's study) estimates it with three power iterations, which under-estimates it when the top
+        eigenvalues are close and so gives a larger lambda.
     """
+    if variant not in ("paper", "thesis"):
+        raise ValueError(f"unknown variant {variant!r}; valid choices: paper, thesis")
     f, y, c = _check_features(features, labels)
-    prob, lam = _fda_probs(f, y, c, None)
+    prob, lam = _fda_probs(f, y, c, None, power=(variant == "thesis"))
     soft = np.exp(prob) / np.exp(prob).sum(axis=1, keepdims=True)
-    means = np.stack([f[y == k].mean(axis=0) for k in range(c)])
+    means = np.zeros((c, f.shape[1]))
+    np.add.at(means, y, f)
+    means /= np.bincount(y, minlength=c)[:, None]
     others = (means.sum(axis=0, keepdims=True) - means) / (c - 1)
     w = soft[np.arange(y.size), y][:, None]
     mixed = w * f + (1 - w) * others[y]
@@ -385,12 +553,7 @@ def sfda(features, labels) -> float:
 
 
 # ---------------------------------------------------------------------------------------------------- NCTI
-def _ncti_terms(
-    x: np.ndarray, y: np.ndarray, c: int, variant: str, random_state: int
-) -> tuple[float, float, float]:
-    from sklearn.decomposition import PCA
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
+def _ncti_terms(x: np.ndarray, y: np.ndarray, c: int, variant: str, random_state: int) -> tuple[float, float, float]:
     dims = min(64, x.shape[0], x.shape[1])
     pca = PCA(n_components=dims, random_state=random_state)
     z = pca.fit_transform(x)
@@ -410,17 +573,12 @@ def _ncti_terms(
     return seli, ncc, vc
 
 
-def ncti(
-    features: Mapping[str, np.ndarray], labels, *, variant: str = "paper", random_state: int = 0
-) -> pd.Series:
-    """NCTI (Wang et al. 2023): how far each source is from neural collapse on the target, across a source
-    set.
+def ncti(features: Mapping[str, np.ndarray], labels, *, variant: str = "paper", random_state: int = 0) -> pd.Series:
+    """NCTI (Wang et al. 2023): how far each source is from neural collapse on the target, across a source set.
 
     For each source: PCA to 64 dims, shrinkage LDA; S_seli = nuclear norm of the centred LDA projection (SELI
-    geometry), S_ncc = mean LDA probability of the true class (nearest-centre classifier), S_vc = minus the
-    sum
-    over classes of the nuclear norm of the class's predicted probabilities (within-class variability
-    collapse).
+    geometry), S_ncc = mean LDA probability of the true class (nearest-centre classifier), S_vc = minus the sum
+    over classes of the nuclear norm of the class's predicted probabilities (within-class variability collapse).
     Each term is min-max normalised over the candidate sources and the three are summed.
 
     Parameters
@@ -428,10 +586,12 @@ def ncti(
     features : mapping source name -> (n, D) features of the same target images
     labels : (n,) int array
     variant : {"paper", "thesis"}
-        ``"thesis"``: the thesis's study used S_vc = +log(sum of nuclear norms), i.e. with the opposite
-        sign to
+        ``"thesis"``: the thesis's study used S_vc = +log(sum of nuclear norms), i.e. with the opposite sign to
         the paper, so its NCTI rewards within-class *variability* (its published NCTI reaches 3.0 = all three
         normalised terms at their maximum).
+    random_state : int
+        Seed of scikit-learn's PCA (randomised for inputs larger than 500 x 500; the study used 42). Float32
+        features are reduced in float32, as in the study.
 
     Returns
     -------
@@ -443,7 +603,7 @@ def ncti(
         raise ValueError("NCTI normalises across candidate sources; give at least two")
     terms = {}
     for name, x in features.items():
-        f, y, c = _check_features(x, labels)
+        f, y, c = _check_features(x, labels, keep_float32=True)
         terms[name] = _ncti_terms(f, y, c, variant, random_state)
     table = pd.DataFrame(terms, index=["seli", "ncc", "vc"]).T
     total = sum(_minmax_or_zero(table[col].to_numpy()) for col in table.columns)
@@ -456,15 +616,6 @@ def _minmax_or_zero(v: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------- NCA
-def _nca_objective(at: torch.Tensor, x: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-    z = x @ at  # at = A^T, (D, k): keeps the parameter's gradient contiguous for L-BFGS
-    sq = (z * z).sum(1)
-    dist = sq[:, None] + sq[None, :] - 2 * z @ z.T
-    dist.fill_diagonal_(float("inf"))  # p_ii = 0
-    p = torch.softmax(-dist, dim=1)
-    return (p * same).sum()  # expected number of correctly classified points (Goldberger et al. 2004, Eq. 1)
-
-
 def nca_fit(
     features,
     labels,
@@ -473,75 +624,37 @@ def nca_fit(
     max_iter: int = 50,
     tol: float = 1e-5,
     random_state: int = 0,
-    backend: str = "torch",
 ) -> np.ndarray:
     """Neighbourhood Components Analysis (Goldberger et al. 2004): the linear map A maximising the expected
     leave-one-out nearest-neighbour accuracy sum_i sum_{j: y_j = y_i} softmax_j(-||A x_i - A x_j||^2).
 
+    scikit-learn's :class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis` with PCA initialisation and L-BFGS-B,
+    ``max_iter`` = 50: the thesis's study. Float32 features are passed as they are: scikit-learn then computes
+    the embedding and distances in float32, and that arithmetic decides when L-BFGS stops (on a 7-class target,
+    the same fit in float64 stopped one iteration earlier and moved S_LP by 1.6%), so casting would not
+    reproduce the study.
+
     Parameters
     ----------
-    backend : {"torch", "sklearn"}
-        ``"sklearn"``: :class:`sklearn.neighbors.NeighborhoodComponentsAnalysis` (L-BFGS-B through SciPy, the
-        thesis's study). ``"torch"``: the same objective and initialisation, optimised by L-BFGS on torch
-        tensors with autograd; its gradient costs O(n^2 k) instead of scikit-learn's O(n^2 D), measured
-        1.8-5.6x faster at n = 1000, D = 512 on 2 shared CPU cores (``bench/bench_transferability.py``).
-        At the chapter's n = 200 either takes about a second. Both start from the PCA projection
-        (sklearn's ``init="auto"`` when n_components exceeds the number of classes).
     n_components : int
         Output dimension (the thesis's study used 50), capped at min(n, D).
+    random_state : int
+        Seed of the PCA initialisation (scikit-learn's randomised PCA above 500 x 500 inputs; the study used 42).
 
     Returns
     -------
     (n_components, D) projection matrix A; project with ``features @ A.T``.
     """
-    f, y, c = _check_features(features, labels)
+    f, y, _ = _check_features(features, labels, keep_float32=True)
     k = min(n_components, f.shape[0], f.shape[1])
-    if backend == "sklearn":
-        from sklearn.neighbors import NeighborhoodComponentsAnalysis
-
-        nca = NeighborhoodComponentsAnalysis(
-            n_components=k, max_iter=max_iter, tol=tol, random_state=random_state
-        )
-        return nca.fit(f, y).components_
-    if backend != "torch":
-        raise ValueError(f"unknown backend {backend!r}; valid choices: torch, sklearn")
-    from sklearn.decomposition import PCA
-
-    if k <= min(c, f.shape[1]) and c > 1:
-        from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
-        init = LinearDiscriminantAnalysis(n_components=min(k, c - 1)).fit(f, y).scalings_.T[:k]
-        if init.shape[0] < k:
-            init = PCA(n_components=k, random_state=random_state).fit(f).components_
-    else:
-        init = PCA(n_components=k, random_state=random_state).fit(f).components_
-    # float32: ~8x faster than float64 on CPU here, and the objective is a sum of softmax probabilities
-    x = torch.as_tensor(f - f.mean(axis=0), dtype=torch.float32)  # centring: distances unchanged
-    same = torch.as_tensor(y[:, None] == y[None, :], dtype=torch.float32)
-    at = torch.tensor(np.ascontiguousarray(init.T), dtype=torch.float32, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [at],
-        max_iter=max_iter,
-        tolerance_change=tol * 1e-3,
-        tolerance_grad=tol,
-        history_size=10,
-        line_search_fn="strong_wolfe",
+    nca = NeighborhoodComponentsAnalysis(
+        n_components=k, init="pca", max_iter=max_iter, tol=tol, random_state=random_state
     )
-
-    def closure():
-        opt.zero_grad()
-        loss = -_nca_objective(at, x, same) / f.shape[0]
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return at.detach().numpy().T.astype(np.float64)
+    return nca.fit(f, y).components_
 
 
 def nca_loo_accuracy(embedded, labels) -> float:
     """Leave-one-out 1-NN accuracy of an embedding: the quantity NCA maximises (in expectation)."""
-    from sklearn.neighbors import NearestNeighbors
-
     z = np.asarray(embedded, dtype=np.float64)
     y, _ = _check_labels(labels, z.shape[0])
     idx = NearestNeighbors(n_neighbors=2).fit(z).kneighbors(z, return_distance=False)[:, 1]
@@ -558,34 +671,30 @@ def label_prediction_score(
     reduce: str = "sum",
     exclude_self: bool = False,
     random_state: int = 0,
-    backend: str = "torch",
 ) -> float:
-    """Label prediction probability S_LP (thesis Eq. 6.2): NCA on the penultimate features, then a k-NN
-    (k = 5) estimate of p(y|x~), summed over the target set.
+    """Label prediction probability S_LP (thesis Eq. 6.2): NCA on the penultimate features, then a k-NN (k = 5)
+    estimate of p(y|x~), summed over the target set.
 
         S_LP(phi_m, T) = sum_i p(y_i | x~_i),   x~_i = A x^_i
 
     Parameters
     ----------
     n_components : int
-        NCA output dimension (thesis study: 50).
+        NCA output dimension (thesis study: 50), see :func:`nca_fit`.
     reduce : {"sum", "mean"}
         Eq. 6.2 sums; the thesis's study divided by n (its published S_LP lie in [0, 1]). For one target both
         rank sources identically.
     exclude_self : bool
-        The thesis's study fits the k-NN on the target set and queries the same points, so each point is
-        one of
+        The thesis's study fits the k-NN on the target set and queries the same points, so each point is one of
         its own 5 neighbours (``False``, default). ``True`` gives the leave-one-out estimate.
-    backend : {"torch", "sklearn"}
-        NCA optimiser, see :func:`nca_fit`.
+    random_state : int
+        Seed of NCA's PCA initialisation (the study used 42).
     """
     if reduce not in ("sum", "mean"):
         raise ValueError(f"unknown reduce {reduce!r}; valid choices: sum, mean")
-    from sklearn.neighbors import NearestNeighbors
-
-    f, y, c = _check_features(features, labels)
-    a = nca_fit(f, y, n_components=n_components, random_state=random_state, backend=backend)
-    z = f @ a.T
+    f, y, c = _check_features(features, labels, keep_float32=True)
+    a = nca_fit(f, y, n_components=n_components, random_state=random_state)
+    z = f @ a.T.astype(f.dtype)  # the embedding in the features' precision, as NCA's own transform
     k = min(n_neighbors + int(exclude_self), f.shape[0])
     idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z, return_distance=False)
     if exclude_self:
@@ -701,8 +810,7 @@ def transferability_score(
     Both terms are min-max normalised across the candidate sources of one target (Eq. 6.5) and combined:
 
     - ``scenario="dataset"``: S = S_LP' x S_FU' (Eq. 6.6). The prose says "sum" while Eq. 6.6 is a product;
-    the
-      product is what the published scores reproduce, and the default (``combine="sum"`` offers the prose).
+      the product is what the published scores reproduce, and the default (``combine="sum"`` offers the prose).
     - ``scenario="model"``: both terms reversed before combining, (1 - S_LP')(1 - S_FU') (Eq. 6.8 for S_FU;
       the study applied the same reversal to S_LP, which reproduces Table 6.3's "1-Ours" column).
     - ``terms="lp"`` / ``"fu"``: the ablations of Figure 6.6 (one normalised term alone).
@@ -746,7 +854,8 @@ def source_outputs(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """One batched forward pass of the target images through a source: (penultimate features, source softmax).
 
-    The softmax is over the source's own head (needed by LEEP); None when the model has no head of its own.
+    Both float32. The softmax is over the source's own head (needed by LEEP); None when the model has no head of
+    its own.
     """
     norm = normalization or getattr(model, "normalization", "half")
     x = _as_input_tensor(images, norm)
@@ -760,8 +869,10 @@ def source_outputs(
             feats.append(h.cpu())
             if head is not None:
                 probs.append(torch.softmax(head(h), dim=1).cpu())
-    f = torch.cat(feats).numpy().astype(np.float64)
-    p = torch.cat(probs).numpy().astype(np.float64) if probs else None
+    # float32, as the model computes them and as the thesis's study passed them to its metrics: scikit-learn's
+    # PCA and NCA then run in float32 as there, which decides where NCA's L-BFGS stops (see nca_fit)
+    f = torch.cat(feats).numpy()
+    p = torch.cat(probs).numpy() if probs else None
     return f, p
 
 
@@ -788,8 +899,8 @@ def score_sources(
     seconds: dict[str, float] = {}
     per_source: dict[str, Callable] = {
         "logme": lambda f, p: logme(f, labels, **st.get("logme", {})),
-        "parc": lambda f, p: parc(f, labels),
-        "sfda": lambda f, p: sfda(f, labels),
+        "parc": lambda f, p: parc(f, labels, **st.get("parc", {})),
+        "sfda": lambda f, p: sfda(f, labels, **st.get("sfda", {})),
         "leep": lambda f, p: leep(p, labels) if p is not None else float("nan"),
         "nleep": lambda f, p: nleep(f, labels, **st.get("nleep", {})),
         "lp": lambda f, p: label_prediction_score(f, labels, **st.get("label_prediction_score", {})),
@@ -812,8 +923,7 @@ def score_sources(
         warnings.warn(f"the thesis metric cannot rank these sources: {err}", stacklevel=2)
         table["ours"] = np.nan
     if scenario == "model":
-        # The thesis's model scenario reverses the methods it names (Table 6.3: 1-PARC, 1-NCTI, 1-LEEP,
-        # 1-NLEEP).
+        # The thesis's model scenario reverses the methods it names (Table 6.3: 1-PARC, 1-NCTI, 1-LEEP, 1-NLEEP).
         for m in MODEL_REVERSED:
             table[m] = 1 - table[m]
     return table[list(METHODS) + ["lp", "fu"]], seconds
