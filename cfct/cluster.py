@@ -343,10 +343,25 @@ def run_sweep(jobs: Sequence[Job], settings: ExecutorSettings | None = None, *,
 def sweep_chapter(chapter: str, params: Mapping[str, Any] | None = None,
                   settings: ExecutorSettings | None = None, *, store: results.Store | None = None,
                   folder: Path | str | None = None, progress: bool = True) -> SweepReport:
-    """:func:`run_sweep` of :func:`chapter_jobs` (what ``cfct sweep <chapter>`` runs)."""
-    jobs = chapter_jobs(chapter, params)
+    """:func:`run_sweep` of :func:`chapter_jobs` (what ``cfct sweep <chapter>`` runs).
+
+    Planned again after each sweep while new jobs appear: a chapter lists some runs only once the runs they
+    depend on are stored (Chapter 5's edited sources are keyed by the hash of their pre-trained weights).
+    """
     folder = folder if folder is not None else default_folder(f"ch{chapter}")
-    return run_sweep(jobs, settings, store=store, folder=folder, progress=progress)
+    seen: set[tuple[str, str]] = set()
+    outcomes: list[Outcome] = []
+    t0, passes = time.perf_counter(), 0
+    while True:
+        jobs = chapter_jobs(chapter, params)
+        new = [job for job in jobs if (job.kind, job.key) not in seen]
+        if not new:
+            return SweepReport(outcomes, folder, time.perf_counter() - t0)
+        seen |= {(job.kind, job.key) for job in jobs}
+        report = run_sweep(new, settings, store=store, folder=folder / f"plan{passes}" if passes else folder,
+                           progress=progress)
+        outcomes += report.outcomes
+        passes += 1
 
 
 class _SearchWorker:

@@ -67,3 +67,44 @@ def test_after_its_jobs_chapter_3_computes_nothing(monkeypatch: pytest.MonkeyPat
 
     runs = transfer.transfer_matrix(**ch3.matrix_arguments(resolve("3", **params)), progress=False)
     assert {r.result.run.key for r in runs} == {j.key for j in jobs if j.kind == "finetune"}
+
+
+def test_after_its_jobs_chapter_5_computes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cfct.chapters import resolve
+    from cfct.experiments import ch5
+
+    params = {"profile": "smoke", "p_arts": "1", "epochs": 1, "n_dev": 40, "n_test": 40, "priority_images": 8}
+    first = chapter_jobs("5", params)
+    stages = [j.stage for j in first]
+    assert stages == sorted(stages) and set(stages) == {0, 1, 2}
+    assert sum(j.kind == "ch5-edited-images" for j in first) == 2
+    for job in first:
+        run_job(job)
+    # The edited sources' runs are keyed by their weights' hash: listed once the edited pre-training is stored.
+    jobs = chapter_jobs("5", params)
+    later = [j for j in jobs if (j.kind, j.key) not in {(f.kind, f.key) for f in first}]
+    assert {j.stage for j in later} == {3, 4} and {j.kind for j in later} >= {"finetune", "learning-priority"}
+    for job in later:
+        run_job(job)
+    assert {(j.kind, j.key) for j in chapter_jobs("5", params)} == {(j.kind, j.key) for j in jobs}
+
+    cached = results.Store.cached
+
+    def no_compute(self, kind, config, compute):
+        return cached(self, kind, config, lambda workdir: pytest.fail(f"{kind} was computed again"))
+
+    monkeypatch.setattr(results.Store, "cached", no_compute)
+    # The notebook's compute path (chapters/05_frequency_shortcuts.md), as its cells call it.
+    cfg = resolve("5", **params)
+    plan = ch5.chapter_plan(cfg)
+    experiment = dict(p_arts=cfg.p_arts, folds=cfg.folds, size=cfg.image_size, finetune=plan["finetune"],
+                      priority_images=cfg.priority_images, seed=cfg.seed, profile=cfg.profile.name)
+    probes = {t: ch5.probe_set(t, a, size=cfg.image_size, n_dev=plan["sizes"][t][0], n_test=plan["sizes"][t][1],
+                               seed=cfg.seed) for t, a in plan["artifacts"].items()}
+    edits = {k: ch5.edited_spec(plan["baseline"][o], e, profile=cfg.profile.name, **kw)
+             for k, (o, e, kw) in plan["edit_plan"].items()}
+    for roles in (plan["baseline"], edits):
+        for t, a in plan["artifacts"].items():
+            ch5.frequency_shortcut_experiment(t, a, roles, n_dev=plan["sizes"][t][0], n_test=plan["sizes"][t][1],
+                                              progress=False, **experiment)
+        ch5.priority_table(probes, roles, n_images=cfg.priority_images, profile=cfg.profile.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from cfct import data, results, shortcuts, sources, stats, train
 from cfct.config import ChapterConfig
 from cfct.data import ImageSet
 from cfct.errors import ConfigError, unknown_choice
-from cfct.experiments import robustness
+from cfct.experiments import ch4, robustness
 from cfct.experiments.findings import Finding
 from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.spectral import (
@@ -101,12 +102,26 @@ def edited_source(
         ``checkpoint:<arch>:<path of the pre-trained weights>``: a spec every fine-tune accepts; its cache
         key is the checkpoint's SHA-256.
     """
+    run = _edited_pretrain(arch, dataset, edit, edit_params, profile, store, progress)
+    return f"checkpoint:{arch}:{run.file('model.safetensors')}"
+
+
+def _edited_settings(dataset: str, edit: str, edit_params: Mapping[str, Any],
+                     profile: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pre-training settings of an edited source and the key of its edited images (kind ``ch5-edited-images``)."""
     if edit not in SOURCE_EDITS:
         raise unknown_choice("source edit", edit, SOURCE_EDITS)
     settings = sources.pretrain_settings(dataset, profile=profile, seed=train.SOURCE_SEED)
-    config = {"version": 1, "dataset": dataset, "edit": edit, "params": edit_params,
+    config = {"version": 1, "dataset": dataset, "edit": edit, "params": dict(edit_params),
               "image_size": settings["image_size"], "max_images": settings["max_images"],
               "seed": settings["seed"]}
+    return settings, config
+
+
+def _edited_images(dataset: str, edit: str, edit_params: Mapping[str, Any], profile: Any,
+                   store: Any) -> results.Run:
+    """The stored image folder of an edited source (the images its unedited twin is pre-trained on, edited)."""
+    settings, config = _edited_settings(dataset, edit, edit_params, profile)
     store = store if store is not None else results.default_store()
 
     def compute(workdir: Path) -> dict[str, Any]:
@@ -117,27 +132,50 @@ def edited_source(
         write_image_folder(edit_source(ds, edit, **edit_params), workdir / "images")
         return {"n_images": len(ds)}
 
-    root = store.cached("ch5-edited-images", config, compute).path / "images"
-    run = train.pretrain(arch, f"imagefolder:{root}", **{**settings, "max_images": None}, store=store,
-                         progress=progress)
-    return f"checkpoint:{arch}:{run.file('model.safetensors')}"
+    return store.cached("ch5-edited-images", config, compute)
+
+
+def _edited_pretrain_settings(arch: str, dataset: str, edit: str, edit_params: Mapping[str, Any], profile: Any,
+                              store: results.Store) -> dict[str, Any]:
+    """Keyword arguments of the edited source's :func:`cfct.train.pretrain` (its dataset: the stored image
+    folder, whose path lies in ``store``)."""
+    settings, config = _edited_settings(dataset, edit, edit_params, profile)
+    root = store.root / "ch5-edited-images" / results.config_hash(config) / "images"
+    return {"arch": arch, "dataset": f"imagefolder:{root}", **settings, "max_images": None}
+
+
+def _edited_pretrain(arch: str, dataset: str, edit: str, edit_params: Mapping[str, Any], profile: Any,
+                     store: Any, progress: bool = False) -> results.Run:
+    """The pre-training run of an edited source (its edited images first, when missing)."""
+    store = store if store is not None else results.default_store()
+    root = _edited_images(dataset, edit, edit_params, profile, store).path / "images"
+    kwargs = _edited_pretrain_settings(arch, dataset, edit, edit_params, profile, store)
+    if kwargs["dataset"] != f"imagefolder:{root}":
+        raise ConfigError(f"edited images stored at {root}, expected {kwargs['dataset']}")
+    return train.pretrain(**kwargs, store=store, progress=progress)
+
+
+def _priority_key(model_key: Mapping[str, Any], ds: ImageSet, labels: str, n_images: int) -> dict[str, Any]:
+    """Key of a learning-priority run (kind ``learning-priority``): the model, the first ``n_images`` images."""
+    subset = ds if len(ds) <= n_images else ds.subset(np.arange(n_images))
+    # version 2: Eq. 5.1 as printed (magnitude, angular integral) replaced the ring-summed power spectrum
+    return {"version": 2, "model": dict(model_key), "data": subset.fingerprint(), "name": subset.name,
+            "labels": labels}
 
 
 def _priority_run(store: Any, model_key: Mapping[str, Any], ds: ImageSet, labels: str, n_images: int,
-                  load_model: Callable[[], nn.Module], device: str) -> np.ndarray:
+                  load_model: Callable[[], nn.Module], device: str) -> results.Run:
 
     store = store if store is not None else results.default_store()
     subset = ds if len(ds) <= n_images else ds.subset(np.arange(n_images))
-    # version 2: Eq. 5.1 as printed (magnitude, angular integral) replaced the ring-summed power spectrum
-    key = {"version": 2, "model": dict(model_key), "data": subset.fingerprint(), "name": subset.name,
-           "labels": labels}
+    key = _priority_key(model_key, ds, labels, n_images)
 
     def compute(workdir: Path) -> dict[str, Any]:
         psd = learning_priority(load_model(), subset, labels=labels, device=device)
         results.save_arrays(workdir, psd=psd)
         return {"n_images": len(subset), "total": float(psd.sum())}
 
-    return store.cached("learning-priority", key, compute).array("psd")
+    return store.cached("learning-priority", key, compute)
 
 
 def source_priority(spec: str, ds: ImageSet, *, n_images: int = 128, profile: Any = None, store: Any = None,
@@ -156,14 +194,19 @@ def source_priority(spec: str, ds: ImageSet, *, n_images: int = 128, profile: An
         classes = 2 if kind == "random" else None
         return train.load_source(spec, classes, input_size=size, store=store, profile=profile, seed=0)
 
-    model_key = {"source": sources.source_config(spec, profile=profile, seed=0), "input_size": size}
-    return _priority_run(store, model_key, ds, "predicted", n_images, load, device)
+    return _priority_run(store, _source_model_key(spec, size, profile), ds, "predicted", n_images, load,
+                         device).array("psd")
+
+
+def _source_model_key(spec: str, size: int, profile: Any) -> dict[str, Any]:
+    return {"source": sources.source_config(spec, profile=profile, seed=0), "input_size": int(size)}
 
 
 def finetuned_priority(result: Any, ds: ImageSet, *, n_images: int = 128, store: Any = None,
                        device: str = "auto") -> np.ndarray:
     """Learning priority of a fine-tuned model (a :class:`cfct.train.FinetuneResult`) on labelled images."""
-    return _priority_run(store, {"finetune": result.run.key}, ds, "true", n_images, result.load_model, device)
+    return _priority_run(store, {"finetune": result.run.key}, ds, "true", n_images, result.load_model,
+                         device).array("psd")
 
 
 @dataclasses.dataclass
@@ -419,12 +462,112 @@ def overlap_table(pretrained: pd.DataFrame, artifacts: Mapping[str, np.ndarray],
     return pd.DataFrame(rows)
 
 
-def jobs(cfg: ChapterConfig) -> list[Job]:
-    """The chapter's stage-0 jobs: pre-training of its natural and medical sources.
+def chapter_plan(cfg: ChapterConfig) -> dict[str, Any]:
+    """What the chapter's runs are made of, as its notebook sets them up: ``artifacts`` (target -> artifact),
+    ``sizes`` (target -> (n_dev, n_test)), ``baseline`` (role -> source spec), ``finetune`` (Chapter 4's
+    fine-tuning config), ``edit_plan`` (edited role -> (original role, edit, edit parameters), only for sources
+    whose images cfct holds)."""
+    artifacts = {cfg.ct_target: get_artifact("ct-noise", n0=cfg.ct_n0),
+                 cfg.denoise_target: get_artifact("nlm-denoising", strength=cfg.nlm_strength)}
+    baseline = {"natural": cfg.natural_source, "medical": cfg.medical_source, "random": f"random:{cfg.arch}"}
+    edit_plan = {"natural edited": ("natural", "lowpass-coarse", {"cutoff": cfg.lowpass_cutoff}),
+                 "medical edited": ("medical", "spectrum-whiten", {})}
+    return {
+        "artifacts": artifacts,
+        "sizes": {t: balanced_sizes(t, cfg.image_size, cfg.n_dev, cfg.n_test) for t in artifacts},
+        "baseline": baseline,
+        "finetune": ch4.chapter_finetune_config(0.5, lr=cfg.lr, epochs=cfg.epochs, patience=cfg.patience,
+                                                seed=cfg.seed, device=cfg.device),
+        "edit_plan": {k: v for k, v in edit_plan.items() if sources.parse_spec(baseline[v[0]]).kind == "pretrained"},
+    }
 
-    The sweeps, the edited sources of 5.2.4 and the learning priorities run in the notebook.
+
+def _edited_images_job(dataset: str, edit: str, edit_params: Mapping[str, Any], profile: Any,
+                       store: results.Store) -> results.Run:
+    return _edited_images(dataset, edit, edit_params, profile, store)
+
+
+def _edited_pretrain_job(arch: str, dataset: str, edit: str, edit_params: Mapping[str, Any], profile: Any,
+                         store: results.Store) -> results.Run:
+    return _edited_pretrain(arch, dataset, edit, edit_params, profile, store)
+
+
+def _source_priority_job(spec: str, probe: Mapping[str, Any], n_images: int, profile: Any,
+                         store: results.Store) -> results.Run:
+    ds = probe_set(**probe)
+    source_priority(spec, ds, n_images=n_images, profile=profile, store=store)
+    return store.get("learning-priority", _priority_key(_source_model_key(spec, ds.images.shape[1], profile), ds,
+                                                        "predicted", n_images))
+
+
+def _finetuned_priority_job(index: int, arguments: Mapping[str, Any], probe: Mapping[str, Any], n_images: int,
+                            profile: Any, store: results.Store) -> results.Run:
+    finetune_run = robustness._sweep_job(index, "finetune", arguments, profile, store)
+    result = train.FinetuneResult.from_run(finetune_run)
+    ds = probe_set(**probe)
+    _priority_run(store, {"finetune": finetune_run.key}, ds, "true", n_images, result.load_model,
+                  arguments["finetune"].device)
+    return store.get("learning-priority", _priority_key({"finetune": finetune_run.key}, ds, "true", n_images))
+
+
+def _experiment_jobs(cfg: ChapterConfig, plan: Mapping[str, Any], roles: Mapping[str, str], stage: int) -> list[Job]:
+    """The runs of :func:`frequency_shortcut_experiment` for ``roles`` on every target (the sweep's fine-tunes and
+    o.o.d. predictions, the fine-tuned models' learning priorities) and :func:`priority_table`'s source
+    priorities; stages shifted by ``stage``."""
+    out: list[Job] = []
+    for target, conf in plan["artifacts"].items():
+        n_dev, n_test = plan["sizes"][target]
+        probe = {"target": target, "artifact": conf, "size": cfg.image_size, "n_dev": n_dev, "n_test": n_test,
+                 "seed": cfg.seed}
+        ds = probe_set(**probe)
+        arguments = {"target": target, "confounder": conf, "sources": dict(roles), "finetune": plan["finetune"],
+                     "p_arts": tuple(cfg.p_arts), "folds": cfg.folds, "size": cfg.image_size, "n_dev": n_dev,
+                     "n_test": n_test, "pos_fraction": 0.5, "val_fraction": 0.15, "seed": cfg.seed}
+        sweep = robustness.sweep_jobs(**arguments, profile=cfg.profile)
+        out += [dataclasses.replace(job, stage=job.stage + stage) for job in sweep]
+        finetunes = [job for job in sweep if job.kind == "finetune"]
+        for i, job in enumerate(finetunes):
+            key = _priority_key({"finetune": job.key}, ds, "true", cfg.priority_images)
+            out.append(Job("learning-priority", key, stage + 2, functools.partial(
+                _finetuned_priority_job, i, arguments, probe, cfg.priority_images, cfg.profile)))
+        for spec in roles.values():
+            key = _priority_key(_source_model_key(spec, cfg.image_size, cfg.profile), ds, "predicted",
+                                cfg.priority_images)
+            out.append(Job("learning-priority", key, stage + 1, functools.partial(
+                _source_priority_job, spec, probe, cfg.priority_images, cfg.profile)))
+    return out
+
+
+def jobs(cfg: ChapterConfig) -> list[Job]:
+    """The chapter's store runs, as its notebook computes them.
+
+    Stage 0: pre-training of the natural and medical sources, the edited source images of 5.2.4. Stage 1-2:
+    the baseline sweeps (fine-tunes, then o.o.d. predictions and learning priorities), the sources' learning
+    priorities and the pre-training of the edited sources. Stages 3-4: the edited sources' sweeps and
+    priorities. These last name their source by the SHA-256 of its weights (a ``checkpoint:`` spec), so they
+    are listed once the edited pre-training is in the store: plan again after the first stages have run
+    (:func:`cfct.cluster.sweep_chapter` does). The edited images' path is the default store's.
     """
-    return pretrain_jobs([cfg.natural_source, cfg.medical_source], cfg.profile)
+    plan = chapter_plan(cfg)
+    store = results.default_store()
+    out = pretrain_jobs([cfg.natural_source, cfg.medical_source], cfg.profile)
+    out += _experiment_jobs(cfg, plan, plan["baseline"], 0)
+    edits: dict[str, str] = {}
+    for role, (original, edit, params) in plan["edit_plan"].items():
+        src = sources.parse_spec(plan["baseline"][original])
+        _, images = _edited_settings(src.arg, edit, params, cfg.profile)
+        out.append(Job("ch5-edited-images", images, 0, functools.partial(
+            _edited_images_job, src.arg, edit, params, cfg.profile)))
+        kwargs = _edited_pretrain_settings(src.arch, src.arg, edit, params, cfg.profile, store)
+        config = sources.pretrain_config(**kwargs)
+        out.append(Job("pretrain", config, 1, functools.partial(
+            _edited_pretrain_job, src.arch, src.arg, edit, params, cfg.profile)))
+        run = store.get("pretrain", config)
+        if run is not None:
+            edits[role] = f"checkpoint:{src.arch}:{run.file('model.safetensors')}"
+    if edits:
+        out += _experiment_jobs(cfg, plan, edits, 2)
+    return out
 
 
 def source_comparison(robust: pd.DataFrame, a: str, b: str, column: str = "ood_auc_mean_degraded") -> list[Finding]:
