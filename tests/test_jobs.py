@@ -73,7 +73,10 @@ def test_after_its_jobs_chapter_5_computes_nothing(monkeypatch: pytest.MonkeyPat
     from cfct.chapters import resolve
     from cfct.experiments import ch5
 
-    params = {"profile": "smoke", "p_arts": "1", "epochs": 1, "n_dev": 40, "n_test": 40, "priority_images": 8}
+    # Small sources (128 images) keep the four pre-trainings (two sources, their edited twins) short.
+    params = {"profile": "smoke", "p_arts": "1", "epochs": 1, "n_dev": 40, "n_test": 40, "priority_images": 8,
+              "natural_source": "pretrained:resnet18:cifar10@128",
+              "medical_source": "pretrained:resnet18:medmnist-lto:breastmnist@128"}
     first = chapter_jobs("5", params)
     stages = [j.stage for j in first]
     assert stages == sorted(stages) and set(stages) == {0, 1, 2}
