@@ -43,6 +43,11 @@ class Profile:
     pretrain_image_size: int | None = None  # pre-training image size (None: natural_size / image_size)
     pretrain_lr: float | None = None  # pre-training Adam learning rate (None: cfct.sources.PRETRAIN_LR)
 
+    @property
+    def pretrain(self) -> PretrainSettings:
+        """The profile's pre-training settings (what sources and pre-training read)."""
+        return PretrainSettings.from_profile(self)
+
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
@@ -96,6 +101,38 @@ def get_profile(name: str) -> Profile:
     if not isinstance(name, str) or name not in PROFILES:
         raise unknown_choice("profile", name, PROFILES)
     return PROFILES[name]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainSettings:
+    """The pre-training fields of a profile: all that :func:`cfct.sources.pretrain_settings` reads.
+
+    Lower layers (sources, training) take this instead of a whole :class:`Profile`; obtain it once with
+    ``profile.pretrain`` or :func:`as_pretrain`.
+    """
+
+    image_size: int  # target images, px (pre-training size of non-natural sources)
+    natural_size: int  # natural source (CIFAR-10 / ImageNet), px
+    epochs: int
+    max_images: int | None  # cap on source images (None: all)
+    batch_size: int
+    pretrain_image_size: int | None = None  # overrides both sizes when set
+    lr: float | None = None  # None: cfct.sources.PRETRAIN_LR
+
+    @classmethod
+    def from_profile(cls, profile: Profile) -> PretrainSettings:
+        """The pre-training settings of ``profile``."""
+        return cls(image_size=profile.image_size, natural_size=profile.natural_size,
+                   epochs=profile.pretrain_epochs, max_images=profile.pretrain_max_images,
+                   batch_size=profile.pretrain_batch_size, pretrain_image_size=profile.pretrain_image_size,
+                   lr=profile.pretrain_lr)
+
+
+def as_pretrain(settings: PretrainSettings | Profile | str | None) -> PretrainSettings:
+    """:class:`PretrainSettings` given themselves, a profile, its name, or None (as :func:`as_profile`)."""
+    if isinstance(settings, PretrainSettings):
+        return settings
+    return PretrainSettings.from_profile(as_profile(settings))
 
 
 def as_profile(profile: Profile | str | None) -> Profile:

@@ -29,7 +29,7 @@ import torch
 import torchvision.models as tvm
 
 from cfct import paths, results
-from cfct.config import Profile, as_profile
+from cfct.config import PretrainSettings, Profile, as_pretrain
 from cfct.data import NATURAL_SOURCES
 from cfct.errors import ConfigError, DataMissingError, IncompatibleError, unknown_choice
 from cfct.radimagenet import use_keras_strides
@@ -173,25 +173,25 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def pretrain_settings(dataset: str, profile: Profile | str | None = None, *, seed: int = 0,
+def pretrain_settings(dataset: str, profile: PretrainSettings | Profile | str | None = None, *, seed: int = 0,
                       **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for :func:`cfct.train.pretrain` of a ``pretrained:<arch>:<dataset>`` source.
 
-    Taken from the profile's pre-training fields (:class:`cfct.config.Profile`): the image size is
-    ``pretrain_image_size`` when set, else ``natural_size`` for CIFAR-10 and ``image_size`` for every other
-    dataset; ``overrides`` win.
+    Taken from the pre-training settings (:class:`cfct.config.PretrainSettings`, or those of a profile): the
+    image size is ``pretrain_image_size`` when set, else ``natural_size`` for CIFAR-10 and ``image_size`` for
+    every other dataset; ``overrides`` win.
     """
-    prof = as_profile(profile)
+    pre = as_pretrain(profile)
     natural = dataset.split("@")[0].split(":")[0] in NATURAL_SOURCES
     settings: dict[str, Any] = {
-        "image_size": int(prof.pretrain_image_size or (prof.natural_size if natural else prof.image_size)),
-        "epochs": prof.pretrain_epochs,
-        "max_images": prof.pretrain_max_images,
-        "batch_size": prof.pretrain_batch_size,
+        "image_size": int(pre.pretrain_image_size or (pre.natural_size if natural else pre.image_size)),
+        "epochs": pre.epochs,
+        "max_images": pre.max_images,
+        "batch_size": pre.batch_size,
         "seed": seed,
     }
-    if prof.pretrain_lr is not None:  # else train.pretrain's default (kept out of the cache key, as before)
-        settings["lr"] = prof.pretrain_lr
+    if pre.lr is not None:  # else train.pretrain's default (kept out of the cache key, as before)
+        settings["lr"] = pre.lr
     settings.update(overrides)
     return settings
 

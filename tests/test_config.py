@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from cfct import chapters, config
+from cfct import chapters, config, results, sources
 from cfct.chapters import CHAPTERS, get_chapter
 from cfct.errors import ConfigError
 
@@ -97,3 +97,31 @@ def test_by_profile_and_as_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.as_profile(None) is smoke
     with pytest.raises(ConfigError, match="valid choices"):
         config.as_profile("fast")
+
+
+# Pre-training cache keys computed before PretrainSettings existed (profile fields read directly): existing
+# stores stay valid only while these hold.
+_PRETRAIN_KEYS = {
+    ("smoke", "cifar10@300"): ({"image_size": 32, "epochs": 1, "max_images": 600, "batch_size": 128},
+                               "c7f07a4f293a91b1"),
+    ("smoke", "medmnist-lto:breastmnist"): ({"image_size": 28, "epochs": 1, "max_images": 600, "batch_size": 128},
+                                            "754c8949098870f0"),
+    ("quick", "cifar10@300"): ({"image_size": 32, "epochs": 4, "max_images": 6000, "batch_size": 128},
+                               "d0ed7428e6ff2312"),
+    ("quick", "medmnist-lto:breastmnist"): ({"image_size": 28, "epochs": 4, "max_images": 6000, "batch_size": 128},
+                                            "6636ad276c2e60c6"),
+    ("paper", "cifar10@300"): ({"image_size": 224, "epochs": 90, "max_images": None, "batch_size": 256},
+                               "181b912cbf96cb52"),
+}
+
+
+@pytest.mark.parametrize(("profile", "dataset"), sorted(_PRETRAIN_KEYS))
+def test_pretrain_settings_keep_the_cache_keys(profile: str, dataset: str) -> None:
+    fields, key = _PRETRAIN_KEYS[(profile, dataset)]
+    prof = config.get_profile(profile)
+    assert prof.pretrain == config.PretrainSettings.from_profile(prof)
+    for given in (profile, prof, prof.pretrain):
+        key_config = sources.pretrain_config("resnet18", dataset, **sources.pretrain_settings(dataset, given))
+        assert key_config == {"version": 1, "arch": "resnet18", "dataset": dataset, **fields, "lr": 0.001, "seed": 0,
+                          "optimizer": "adam", "augment": "none", "normalization": "half"}
+        assert results.config_hash(key_config) == key
