@@ -348,7 +348,7 @@ def sweep_chapter(chapter: str, params: Mapping[str, Any] | None = None,
     Planned again after each sweep while new jobs appear: a chapter lists some runs only once the runs they
     depend on are stored (Chapter 5's edited sources are keyed by the hash of their pre-trained weights).
     """
-    folder = folder if folder is not None else default_folder(f"ch{chapter}")
+    folder = Path(folder) if folder is not None else default_folder(f"ch{chapter}")
     seen: set[tuple[str, str]] = set()
     outcomes: list[Outcome] = []
     t0, passes = time.perf_counter(), 0
@@ -441,6 +441,6 @@ def cmd_sweep(args: Any) -> int:
                 print(f"stage {job.stage}  {job.kind}/{job.key}  {state:<8}")
             print(f"{len(jobs)} jobs, {len(todo)} missing; store {store.root}")
             return 0
-        report = run_sweep(jobs, settings, store=store, folder=folder)
+        report = sweep_chapter(args.chapter, params, settings, store=store, folder=folder)
     print(report.summary())
     return 1 if report.failed else 0
