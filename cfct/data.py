@@ -771,9 +771,10 @@ def _load(t: TargetSpec, size: int, split: str, seed: int, cap: int | None = Non
     elif t.kind == "csv":
         ds = _load_csv(t.arg, size, split)
     elif t.kind == "cifar10":
-        ds = _load_cifar10(split, cap if t.n is None else None, seed)
-        if t.n is not None:
-            ds = _subsample_named(ds, t.n, seed)
+        # '@n' (or else the cap) is drawn from the labels before decoding: only the kept JPEGs are decoded
+        ds = _load_cifar10(split, cap if t.n is None else t.n, seed)
+        if t.n is not None and ds.index is not None:
+            ds.name = f"{ds.name}[n={t.n},seed={seed}]"
         if size != ds.images.shape[1]:
             ds = dataclasses.replace(
                 ds, images=resize(ds.images, size), name=ds.name.replace("@32:", f"@{size}:")

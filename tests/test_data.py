@@ -251,6 +251,9 @@ def test_max_images_decodes_only_the_kept_images(cifar_cut: Path, monkeypatch: p
     resized = data.load_dataset("cifar10", 16, seed=3, max_images=20)
     assert resized.images.shape == (20, 16, 16, 3) and np.array_equal(resized.index, want.index)
     assert len(data.load_dataset("cifar10", 32, max_images=1000)) == 60  # a cap above the size keeps all
+    at_n = data.load_dataset("cifar10@20", 32, seed=3)  # '@n' decodes only its n too, same draw as before
+    assert decoded[-1] == 20 and np.array_equal(at_n.images, want.images)
+    assert at_n.name == "cifar10@32:train[n=20,seed=3]"
     assert data.load_dataset("cifar10", 32, split="all", seed=3, max_images=30).class_counts().tolist() == [3] * 10
     with pytest.raises(ConfigError, match="max_images must be None or a positive int"):
         data.load_dataset("cifar10", 32, max_images=0)
