@@ -3,13 +3,15 @@
 Usage: python bench/bench_book.py [--data DIR]
 A fresh CFCT_DATA folder (default: a new temporary folder) and an empty _build make the first build pay for
 everything: decoding CIFAR-10, pre-training the shared sources, every chapter's experiments. The second build
-must recompute nothing (jupyter-cache + the results store).
+must recompute nothing (jupyter-cache + the results store). Per-chapter cold times and each kernel's peak RSS:
+``python bench/bench_chapter_times.py --profile quick --data $(mktemp -d)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -35,7 +37,10 @@ def main() -> None:
     env.setdefault("CFCT_MIRROR", str((REPO.parent / "shared" / "data").resolve()))
     cold = build(env)
     warm = build(env)
-    print(f"make book, empty cache: {cold / 60:.1f} min ({cold:.0f} s); unchanged re-build: {warm:.0f} s")
+    # ru_maxrss of waited-for descendants: the largest single process of the builds (a chapter's kernel), KiB
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"make book, empty cache: {cold / 60:.1f} min ({cold:.0f} s); unchanged re-build: {warm:.0f} s; "
+          f"peak RSS of one process {peak:.2f} GiB")
     print(f"CFCT_DATA={data}; cores={os.cpu_count()}")
 
 

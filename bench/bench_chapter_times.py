@@ -1,6 +1,8 @@
 """Time every chapter section by section at one profile, from an empty data folder (a student's first run).
 
 Usage: python bench/bench_chapter_times.py --profile smoke [--chapters 3 4] [--data DIR] [--out FILE.json]
+       python bench/bench_chapter_times.py --profile quick --data $(mktemp -d)  # the book's cold build, chapter
+                                                                                 # by chapter, one shared store
        python bench/bench_chapter_times.py --markdown A.json [B.json ...]  # tables of book/instructor.md
 
 Each chapter is read by jupytext, parameterised by papermill (``profile``) and executed by nbclient with the
@@ -19,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,8 +53,37 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _rss(pid: int) -> int:
+    """Resident bytes of a process and its running children."""
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+class _PeakRSS(threading.Thread):
+    """Samples the kernel's resident memory (with its children) every ``interval`` s; ``peak`` in bytes."""
+
+    def __init__(self, client: NotebookClient, interval: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.client, self.interval, self.peak = client, interval, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.peak = max(self.peak, _rss(self.client.km.provisioner.process.pid))
+            except (AttributeError, psutil.Error):  # kernel not started yet, or gone
+                pass
+
+
 def time_chapter(chapter: str, profile: str) -> dict[str, object]:
-    """Execute one chapter at ``profile``; wall and CPU seconds per ``##`` section and in total."""
+    """Execute one chapter at ``profile``; wall and CPU seconds per ``##`` section and in total, and the
+    kernel's peak resident memory (sampled every 0.5 s)."""
     spec = get_chapter(chapter)
     with tempfile.TemporaryDirectory() as tmp:  # papermill's reader adds the metadata its parameteriser needs
         nbformat.write(jupytext.read(spec.notebook), Path(tmp) / "source.ipynb")
@@ -71,8 +103,13 @@ def time_chapter(chapter: str, profile: str) -> dict[str, object]:
 
     client.on_cell_execute = on_execute
     client.on_cell_executed = on_executed
+    sampler = _PeakRSS(client)
+    sampler.start()
     t0 = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        sampler.done.set()
     total = time.perf_counter() - t0
     names, current = {}, "Setup"
     for index, cell in enumerate(nb.cells):
@@ -84,7 +121,8 @@ def time_chapter(chapter: str, profile: str) -> dict[str, object]:
         entry = sections.setdefault(names[index], {"wall_s": 0.0, "cpu_s": 0.0})
         entry["wall_s"] += wall
         entry["cpu_s"] += cpu
-    return {"total_wall_s": total, "total_cpu_s": sum(c for _, _, c in cells), "sections": sections}
+    return {"total_wall_s": total, "total_cpu_s": sum(c for _, _, c in cells), "sections": sections,
+            "peak_rss_mib": sampler.peak / 2**20}
 
 
 def markdown_tables(report: dict) -> str:
@@ -142,11 +180,19 @@ def main() -> None:
         result["load_5min"] = (load_before, os.getloadavg()[1])
         report["chapters"][spec.id] = result
         print(f"{spec.id} @ {args.profile}: wall {result['total_wall_s']:.0f} s, kernel CPU "
-              f"{result['total_cpu_s']:.0f} s, 5-min load {load_before:.1f} -> {os.getloadavg()[1]:.1f}", flush=True)
+              f"{result['total_cpu_s']:.0f} s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
+              f"5-min load {load_before:.1f} -> {os.getloadavg()[1]:.1f}", flush=True)
         for name, t in result["sections"].items():
             print(f"    wall {t['wall_s']:7.1f} s  cpu {t['cpu_s']:7.1f} s  {name}", flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=2))
+    if len(report["chapters"]) > 1:
+        chapters = report["chapters"].values()
+        print(f"all {len(chapters)} chapters @ {args.profile} "
+              f"({'one shared CFCT_DATA, as the book' if args.data else 'each from an empty CFCT_DATA'}): "
+              f"wall {sum(c['total_wall_s'] for c in chapters) / 60:.1f} min, kernel CPU "
+              f"{sum(c['total_cpu_s'] for c in chapters) / 60:.1f} min, peak RSS "
+              f"{max(c['peak_rss_mib'] for c in chapters):.0f} MiB", flush=True)
 
 
 if __name__ == "__main__":

@@ -595,11 +595,18 @@ def _load_image_folder(root: Path, size: int | None, name: str, n: int | None, s
 
 
 # ----------------------------------------------------------------------------------------------- CIFAR-10
-def _load_cifar10(split: str) -> ImageSet:
-    """CIFAR-10 at native 32 px: the official release (torchvision) if present or online, else the JPEGs."""
+def _load_cifar10(split: str, n: int | None = None, seed: int = 0) -> ImageSet:
+    """CIFAR-10 at native 32 px: the official release (torchvision) if present or online, else the JPEGs.
+
+    With ``n``, the seeded stratified subsample of n that ``subset(stratified_subsample(labels, n, seed))``
+    of the whole split would give; from the JPEGs only those n are decoded (labels come from the listing).
+    """
     splits = ("train", "test", "all")
     if split not in splits:
         raise unknown_choice("CIFAR-10 split", split, splits)
+    if n is not None and split == "all":  # the two listings' labels are not at hand: decode both, then cut
+        ds = _load_cifar10("all")
+        return ds.subset(stratified_subsample(ds.labels, n, seed)) if n < len(ds) else ds
     if split == "all":
         a, b = _load_cifar10("train"), _load_cifar10("test")
         return ImageSet(
@@ -617,13 +624,14 @@ def _load_cifar10(split: str) -> ImageSet:
 
         try:
             d = CIFAR10(str(root), train=split == "train", download=not official.is_dir())
-            return ImageSet(
+            ds = ImageSet(
                 np.ascontiguousarray(d.data, dtype=np.uint8),
                 np.asarray(d.targets, dtype=np.int64),
                 "multi-class",
                 CIFAR10_CLASSES,
                 name=name,
             )
+            return ds.subset(stratified_subsample(ds.labels, n, seed)) if n is not None and n < len(ds) else ds
         except Exception as e:  # fall through to the JPEG copy; say why if that is missing too
             reason = f"torchvision CIFAR10 failed: {e}"
     else:
@@ -636,7 +644,7 @@ def _load_cifar10(split: str) -> ImageSet:
             + "; connect to the internet (torchvision downloads it) or provide an image-folder "
             "copy at $CFCT_MIRROR/cifar10-jpeg/{train,test}/<class>/*.jpg"
         )
-    ds = _load_image_folder(jpeg, None, name, None, 0)
+    ds = _load_image_folder(jpeg, None, name, n, seed)
     if ds.class_names != CIFAR10_CLASSES:
         raise IncompatibleError(f"{jpeg} classes {ds.class_names} are not CIFAR-10's {CIFAR10_CLASSES}")
     return ds
@@ -717,7 +725,7 @@ def load_target(spec: str, split: str, size: int) -> ImageSet:
     return _load(t, size, split, seed=0)
 
 
-def load_dataset(spec: str, size: int, split: str = "train", seed: int = 0) -> ImageSet:
+def load_dataset(spec: str, size: int, split: str = "train", seed: int = 0, max_images: int | None = None) -> ImageSet:
     """Load a pre-training source dataset (or any target) at ``size`` px.
 
     Specs: ``'cifar10'`` (natural source; 32 px native, resized when ``size != 32``), ``'medmnist:<flag>'``,
@@ -731,16 +739,28 @@ def load_dataset(spec: str, size: int, split: str = "train", seed: int = 0) -> I
 
     A ``csv:`` folder without a ``split`` column has no official training split: as a pre-training source,
     its ``'train'`` split is all of its images.
+
+    ``max_images`` caps the result (after ``@n``) at a seeded stratified subsample, exactly
+    ``ds.subset(stratified_subsample(ds.labels, max_images, seed))``; for CIFAR-10's JPEGs and image folders
+    only the kept images are decoded, so a 6,000-image source does not decode all 50,000 (pre-training's cap).
     """
     t = parse_dataset(spec)
+    if max_images is not None and (
+        isinstance(max_images, bool) or not isinstance(max_images, int | np.integer) or max_images < 1
+    ):
+        raise ConfigError(f"max_images must be None or a positive int; got {max_images!r}")
     if t.kind == "csv" and split == "train":
         labels_csv = _resolve_folder(t.arg, "csv") / "labels.csv"
         if labels_csv.is_file() and "split" not in pd.read_csv(labels_csv, nrows=0).columns:
             split = "all"
-    return _load(t, size, split, seed)
+    ds = _load(t, size, split, seed, cap=None if max_images is None else int(max_images))
+    if max_images is not None and len(ds) > max_images:
+        ds = ds.subset(stratified_subsample(ds.labels, int(max_images), seed))
+    return ds
 
 
-def _load(t: TargetSpec, size: int, split: str, seed: int) -> ImageSet:
+def _load(t: TargetSpec, size: int, split: str, seed: int, cap: int | None = None) -> ImageSet:
+    """Load a parsed spec; ``cap`` (no ``@n`` given) lets CIFAR-10 and image folders decode only a subsample."""
     if not isinstance(size, int | np.integer) or isinstance(size, bool) or size <= 0:
         raise ConfigError(f"image size must be a positive int; got {size!r}")
     size = int(size)
@@ -751,9 +771,10 @@ def _load(t: TargetSpec, size: int, split: str, seed: int) -> ImageSet:
     elif t.kind == "csv":
         ds = _load_csv(t.arg, size, split)
     elif t.kind == "cifar10":
-        ds = _load_cifar10(split)
-        if t.n is not None:
-            ds = _subsample_named(ds, t.n, seed)
+        # '@n' (or else the cap) is drawn from the labels before decoding: only the kept JPEGs are decoded
+        ds = _load_cifar10(split, cap if t.n is None else t.n, seed)
+        if t.n is not None and ds.index is not None:
+            ds.name = f"{ds.name}[n={t.n},seed={seed}]"
         if size != ds.images.shape[1]:
             ds = dataclasses.replace(
                 ds, images=resize(ds.images, size), name=ds.name.replace("@32:", f"@{size}:")
@@ -769,7 +790,7 @@ def _load(t: TargetSpec, size: int, split: str, seed: int) -> ImageSet:
                 f"image folder {root} has no {split!r} sub-folder; its sub-folders (classes, or splits): "
                 f"{', '.join(subs[:20])}; use split='train' or 'all' to read the root itself"
             )
-        ds = _load_image_folder(root, size, f"imagefolder:{root}@{size}", t.n, seed)
+        ds = _load_image_folder(root, size, f"imagefolder:{root}@{size}", t.n if t.n is not None else cap, seed)
         if t.n is not None:
             ds.name = f"{ds.name}[n={t.n},seed={seed}]"
         return ds

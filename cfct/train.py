@@ -854,9 +854,7 @@ def pretrain(arch: str, dataset: str, *, image_size: int, epochs: int, max_image
 
     def compute(workdir: Path) -> dict[str, Any]:
         t_start = time.perf_counter()
-        ds = data.load_dataset(dataset, image_size, split="train", seed=seed)
-        if max_images is not None and len(ds) > max_images:
-            ds = ds.subset(data.stratified_subsample(ds.labels, int(max_images), seed))
+        ds = data.load_dataset(dataset, image_size, split="train", seed=seed, max_images=max_images)
         if ds.n_classes < 2:
             raise IncompatibleError(f"pretrain: {ds.name!r} holds a single class; a classifier needs two")
         dev = resolve_device(device)

@@ -235,6 +235,30 @@ def test_cifar10_from_image_folder_copy(cifar_cut: Path) -> None:
     assert len(data.load_dataset("cifar10", 32, split="all")) == 90
 
 
+def test_max_images_decodes_only_the_kept_images(cifar_cut: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the cap must draw exactly the subsample of the whole split (pre-training's results stay the same) while
+    # decoding only those images
+    full = data.load_dataset("cifar10", 32, seed=3)
+    want = full.subset(data.stratified_subsample(full.labels, 20, 3))
+    decoded: list[int] = []
+    real = data._decode_many
+    monkeypatch.setattr(data, "_decode_many", lambda files, *a: decoded.append(len(files)) or real(files, *a))
+    monkeypatch.setattr(data, "_cache_file", lambda kind, key: cifar_cut / f"nocache-{len(decoded)}.npz")
+    got = data.load_dataset("cifar10", 32, seed=3, max_images=20)
+    assert decoded == [20]
+    assert np.array_equal(got.images, want.images) and np.array_equal(got.labels, want.labels)
+    assert np.array_equal(got.index, want.index) and got.name == want.name
+    resized = data.load_dataset("cifar10", 16, seed=3, max_images=20)
+    assert resized.images.shape == (20, 16, 16, 3) and np.array_equal(resized.index, want.index)
+    assert len(data.load_dataset("cifar10", 32, max_images=1000)) == 60  # a cap above the size keeps all
+    at_n = data.load_dataset("cifar10@20", 32, seed=3)  # '@n' decodes only its n too, same draw as before
+    assert decoded[-1] == 20 and np.array_equal(at_n.images, want.images)
+    assert at_n.name == "cifar10@32:train[n=20,seed=3]"
+    assert data.load_dataset("cifar10", 32, split="all", seed=3, max_images=30).class_counts().tolist() == [3] * 10
+    with pytest.raises(ConfigError, match="max_images must be None or a positive int"):
+        data.load_dataset("cifar10", 32, max_images=0)
+
+
 def test_cifar10_missing_offline(fake_mirror: Path) -> None:
     with pytest.raises(DataMissingError, match="cifar10-jpeg"):
         data.load_dataset("cifar10", 32)

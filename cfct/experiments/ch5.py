@@ -125,10 +125,9 @@ def _edited_images(dataset: str, edit: str, edit_params: Mapping[str, Any], prof
     store = store if store is not None else results.default_store()
 
     def compute(workdir: Path) -> dict[str, Any]:
-        ds = data.load_dataset(dataset, settings["image_size"], split="train", seed=settings["seed"])
-        max_images = settings["max_images"]
-        if max_images is not None and len(ds) > max_images:  # the subsample train.pretrain would draw
-            ds = ds.subset(data.stratified_subsample(ds.labels, int(max_images), settings["seed"]))
+        # the subsample train.pretrain would draw
+        ds = data.load_dataset(dataset, settings["image_size"], split="train", seed=settings["seed"],
+                               max_images=settings["max_images"])
         write_image_folder(edit_source(ds, edit, **edit_params), workdir / "images")
         return {"n_images": len(ds)}
 
@@ -360,8 +359,7 @@ def source_dataset(spec: str, *, n: int = 2000, profile: Any = None, seed: int =
     if src.kind != "pretrained":
         return None
     size = sources.pretrain_settings(src.arg, profile=profile, seed=seed)["image_size"]
-    ds = data.load_dataset(src.arg, size, split="train", seed=seed)
-    return ds if len(ds) <= n else ds.subset(data.stratified_subsample(ds.labels, int(n), seed))
+    return data.load_dataset(src.arg, size, split="train", seed=seed, max_images=int(n))
 
 
 def edited_spec(spec: str, edit: str, *, profile: Any = None, store: Any = None, progress: bool = True,
