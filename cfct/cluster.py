@@ -32,7 +32,7 @@ import pandas as pd
 import submitit
 from tqdm.auto import tqdm
 
-from cfct import paths, results
+from cfct import chapters, paths, results
 from cfct.errors import ConfigError, unknown_choice
 from cfct.experiments.jobs import Job, chapter_jobs, run_job
 
@@ -384,8 +384,7 @@ def run_search_workers(params: Mapping[str, Any], settings: ExecutorSettings, *,
                        folder: Path | str, progress: bool = True) -> list[Outcome]:
     """Start ``workers`` jobs that share the Optuna studies of a Chapter 6 config, and wait for them.
 
-    The pre-training of the sources (stage 0 of the grid sweep) runs first, so the workers do not queue on
-    its lock.
+    The pre-training of the sources the search fine-tunes runs first, so the workers do not queue on its lock.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive int; got {workers!r}")
@@ -394,7 +393,7 @@ def run_search_workers(params: Mapping[str, Any], settings: ExecutorSettings, *,
     if storage_url is None:
         storage_url = str(paths.data_dir() / "optuna" / "journal.log")
     search.storage(storage_url, create=True)  # a database's schema, once, before the workers race on it
-    pre = [job for job in chapter_jobs("6", params) if job.stage == 0]
+    pre = search.pretrain_jobs(chapters.resolve("6", **params))
     outcomes = run_sweep(pre, settings, store=store, folder=Path(folder) / "pretrain", progress=progress).outcomes
     settings = dataclasses.replace(settings, array_parallelism=max(workers, settings.array_parallelism or 1))
     executor = make_executor(settings, Path(folder) / "search")

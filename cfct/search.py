@@ -31,6 +31,8 @@ from cfct import paths, results, train
 from cfct.config import ChapterConfig
 from cfct.errors import ConfigError
 from cfct.experiments import ch6 as tr
+from cfct.experiments import jobs
+from cfct.experiments.jobs import Job
 
 #: The space of 6.4.2 (batch sizes per target: Table 6.1), as Optuna's categorical choices.
 SPACE_KEYS: tuple[str, ...] = ("lr", "weight_decay", "momentum", "batch_size")
@@ -118,6 +120,13 @@ def _objective(spec: str, splits: tuple, space: Mapping[str, list], cfg: Chapter
 def study_name(prefix: str, target: str, spec: str) -> str:
     """The study of one (target, source) pair."""
     return f"{prefix}/{target}/{spec}"
+
+
+def pretrain_jobs(cfg: ChapterConfig) -> list[Job]:
+    """Stage-0 jobs: pre-training of the sources :func:`run_search` fine-tunes (the dataset scenario's)."""
+    specs = [spec for target in cfg.targets
+             for spec in tr.expand_sources(cfg.sources, target, cfg.targets, arch=cfg.profile.arch)]
+    return jobs.pretrain_jobs(specs, cfg.profile)
 
 
 def run_search(cfg: ChapterConfig, *, sources: Mapping[str, Sequence[str]] | None = None,
