@@ -666,12 +666,14 @@ def record(evidence: Iterable[Evidence], chapter: int, profile: str, root: Path 
     """Store a chapter's evidence so the ledger page can assemble it (``$CFCT_DATA/claims/ch<N>-<profile>.json``).
 
     The file is replaced as a whole (atomic rename): it always holds one complete run of the chapter.
+    Evidence for Chapter 7's conclusions (``ch7.*``) is accepted from any chapter.
     """
     items = list(evidence)
-    known = {c.id for c in registry(chapter)}
+    # Chapter 7's conclusions rest on the data of Chapters 3-6, so the chapter that computes them records them.
+    known = {c.id for c in registry(chapter)} | {c.id for c in registry(7)}
     stray = [e.claim_id for e in items if e.claim_id not in known]
     if stray:
-        raise ConfigError(f"evidence for claims not registered under chapter {chapter}: {stray}")
+        raise ConfigError(f"evidence for claims not registered under chapter {chapter} (or 7): {stray}")
     folder = Path(root) if root is not None else _claims_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"ch{int(chapter)}-{profile}.json"

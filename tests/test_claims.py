@@ -217,6 +217,11 @@ def test_ledger_rows_not_run_and_roundtrip(tmp_path: Path) -> None:
     assert text.count("<tr>") == len(claims.registry(6)) + 1 and 'href="06.html#size"' in text
     with pytest.raises(ConfigError, match="not registered under chapter 3"):
         claims.record([ev], chapter=3, profile="quick", root=tmp_path)
+    # a Chapter 7 conclusion is recorded by the chapter whose data it rests on
+    ev7 = claims.evaluate("ch7.natural-more-vulnerable", {"a": [0.8, 0.82, 0.79], "b": [0.6, 0.62, 0.58]})
+    claims.record([ev7], chapter=4, profile="quick", root=tmp_path)
+    assert claims.ledger(claims.recorded("quick", root=tmp_path)).set_index("id").loc[
+        "ch7.natural-more-vulnerable", "verdict"] == "holds"
 
 
 def test_write_ledger_into_run_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
