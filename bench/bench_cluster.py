@@ -61,6 +61,25 @@ def store_write_seconds(n: int, root: Path) -> list[float]:
     return out
 
 
+def noop_overhead(job, n: int, slurm, store, folder: Path) -> tuple[list[float], list[float], float]:
+    """Submission-to-start and in-job seconds of ``n`` copies of a complete job on Slurm, and the array's wall."""
+    t0 = time.perf_counter()
+    submitted = cluster.submit([job] * n, slurm, store, folder)
+    outcomes = cluster.wait(submitted, settings=slurm, store=store, folder=folder, progress=False)
+    wall = time.perf_counter() - t0
+    infos = [o.info for o in outcomes if o.info]
+    return ([i["started"] - i["submitted"] for i in infos], [i["finished"] - i["started"] for i in infos], wall)
+
+
+def report_overhead(to_start: list[float], run: list[float], wall: float, writes: list[float]) -> None:
+    print(f"no-op jobs on Slurm ({len(to_start)} in one array, 2 at a time; load {os.getloadavg()[0]:.1f}): "
+          f"submission to start median {statistics.median(to_start):.2f} s (min {min(to_start):.2f}, max "
+          f"{max(to_start):.2f}); in-job time (unpickle + store lookup) median {statistics.median(run) * 1000:.0f} "
+          f"ms; array wall {wall:.1f} s = {wall / len(to_start):.2f} s per job")
+    print(f"store write per run (lock, config, metrics, rename; 50 runs): median "
+          f"{statistics.median(writes) * 1000:.1f} ms")
+
+
 def overhead_only(n: int) -> None:
     """Per-job overhead on Slurm with a cheap real job computed in-process first (no sweep timings)."""
     job = pretrain_job("pretrained:resnet18:medmnist:breastmnist@40", "smoke")
@@ -71,20 +90,9 @@ def overhead_only(n: int) -> None:
         with local_slurm(tmp / "slurm") as env:
             os.environ.update(env)
             slurm = cluster.ExecutorSettings(executor="slurm", array_parallelism=2)
-            t0 = time.perf_counter()
-            submitted = cluster.submit([job] * n, slurm, store, tmp / "noop")
-            outcomes = cluster.wait(submitted, settings=slurm, store=store, folder=tmp / "noop", progress=False)
-            wall = time.perf_counter() - t0
-        infos = [o.info for o in outcomes if o.info]
-        to_start = [i["started"] - i["submitted"] for i in infos]
-        run = [i["finished"] - i["started"] for i in infos]
+            to_start, run, wall = noop_overhead(job, n, slurm, store, tmp / "noop")
         writes = store_write_seconds(50, tmp / "store")
-    print(f"no-op jobs on Slurm ({len(infos)} in one array, 2 at a time; load {os.getloadavg()[0]:.1f}): submission "
-          f"to start median {statistics.median(to_start):.2f} s (min {min(to_start):.2f}, max {max(to_start):.2f});"
-          f" in-job time (unpickle + store lookup) median {statistics.median(run) * 1000:.0f} ms; array wall "
-          f"{wall:.1f} s = {wall / len(infos):.2f} s per job")
-    print(f"store write per run (lock, config, metrics, rename; 50 runs): median "
-          f"{statistics.median(writes) * 1000:.1f} ms")
+    report_overhead(to_start, run, wall, writes)
 
 
 def main() -> None:
@@ -117,14 +125,7 @@ def main() -> None:
             # Per-job overhead: jobs whose run is complete by the time they start (submitted directly, so the
             # sweep's skip of complete runs does not drop them): what a job costs besides its computation.
             store = results.Store(tmp / "slurm-sweep" / "results")
-            noop = [jobs[0]] * args.jobs
-            t0 = time.perf_counter()
-            submitted = cluster.submit(noop, slurm, store, tmp / "noop")
-            outcomes = cluster.wait(submitted, settings=slurm, store=store, folder=tmp / "noop", progress=False)
-            wall = time.perf_counter() - t0
-            infos = [o.info for o in outcomes if o.info]
-            to_start = [i["started"] - i["submitted"] for i in infos]
-            run = [i["finished"] - i["started"] for i in infos]
+            to_start, run, wall = noop_overhead(jobs[0], args.jobs, slurm, store, tmp / "noop")
         writes = store_write_seconds(50, tmp / "store")
     local1 = rows[0][1]
     print("\nend-to-end smoke sweep (empty store):")
@@ -132,12 +133,7 @@ def main() -> None:
         print(f"  {name:<10} {seconds:7.1f} s   ratio to local x1: {seconds / local1:.2f}")
     print(f"\nsweep jobs on Slurm, submission to start: median {statistics.median(queue):.2f} s "
           f"(max {queue.max():.2f} s, {len(queue)} jobs; includes waiting for a free slot of the array)")
-    print(f"no-op jobs on Slurm ({len(infos)} in one array, 2 at a time): submission to start median "
-          f"{statistics.median(to_start):.2f} s (min {min(to_start):.2f}, max {max(to_start):.2f}); in-job time "
-          f"(unpickle + store lookup) median {statistics.median(run) * 1000:.0f} ms; array wall {wall:.1f} s "
-          f"= {wall / len(infos):.2f} s per job")
-    print(f"store write per run (lock, config, metrics, rename; 50 runs): median "
-          f"{statistics.median(writes) * 1000:.1f} ms")
+    report_overhead(to_start, run, wall, writes)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cfct import data, sources, train
 
@@ -85,17 +84,7 @@ def run_model_only(model, batches, device, amp) -> float:
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
     for x, y in batches:
-        with torch.autocast(device.type, dtype=autocast[1], enabled=autocast[0]):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        train.train_step(model, opt, x, y, "single", autocast, scaler)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return sum(len(y) for _, y in batches) / (time.perf_counter() - t0)

@@ -183,7 +183,22 @@ class Untestable:
 
 
 @dataclasses.dataclass(frozen=True)
-class Evidence:
+class _Outcome:
+    """What a verdict rule returns; :class:`Evidence` adds which claim and which run."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    n: tuple[int, ...]
+    verdict: str
+    reason: str
+    mdd: float
+    method: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence(_Outcome):
     """What one run says about one claim.
 
     Attributes
@@ -210,15 +225,6 @@ class Evidence:
     """
 
     claim_id: str
-    estimate: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    n: tuple[int, ...]
-    verdict: str
-    reason: str
-    mdd: float
-    method: str
     profile: str = ""
     sources: str = ""
     link: str = ""
@@ -240,19 +246,6 @@ class Evidence:
 
 
 # ---------------------------------------------------------------------------------------------------- rules
-@dataclasses.dataclass(frozen=True)
-class _Outcome:
-    estimate: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    n: tuple[int, ...]
-    verdict: str
-    reason: str
-    mdd: float
-    method: str
-
-
 def _values(x: Any, name: str) -> np.ndarray:
     arr = np.asarray(x, dtype=float)
     if arr.ndim != 1:

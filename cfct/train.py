@@ -231,6 +231,29 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     return F.cross_entropy(logits.float(), y)
 
 
+def train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, task: str,
+    amp: tuple[bool, torch.dtype], scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step (forward under autocast, loss, backward, step); returns the detached loss and logits.
+
+    The one step of every training loop here (fine-tuning, pre-training and the GPU benchmark's model-only
+    bound), so a benchmark times exactly what a fine-tune runs.
+    """
+    with torch.autocast(x.device.type, dtype=amp[1], enabled=amp[0]):
+        logits = model(x)
+    loss = _loss(logits, y, task)
+    opt.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    else:
+        loss.backward()
+        opt.step()
+    return loss.detach(), logits.detach()
+
+
 def _probs(logits: torch.Tensor, task: str) -> torch.Tensor:
     return torch.sigmoid(logits.float()) if task == "multi-label" else torch.softmax(logits.float(), dim=1)
 
@@ -485,20 +508,10 @@ def _fit(model: nn.Module, train: _Batches, val: _Batches | None, task: str, aug
                 if len(idx) < 2 <= n:  # BatchNorm cannot train on one image; drop a trailing singleton
                     continue
                 x, y = train.get(idx, augment, g_augment)
-                with torch.autocast(device.type, dtype=plan.amp[1], enabled=plan.amp[0]):
-                    logits = model(x)
-                loss = _loss(logits, y, task)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                loss_sum += loss.detach().double() * len(idx)
+                loss, logits = train_step(model, opt, x, y, task, plan.amp, scaler)
+                loss_sum += loss.double() * len(idx)
                 if task != "multi-label":
-                    correct += (logits.detach().argmax(1) == y).sum().double()
+                    correct += (logits.argmax(1) == y).sum().double()
                 seen += len(idx)
             train_loss = float(loss_sum.item() / max(seen, 1))
             state["train_seconds"] += time.perf_counter() - t0

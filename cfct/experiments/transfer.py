@@ -205,19 +205,13 @@ def transfer_jobs(
     sources: Mapping[str, str],
     finetune_config: FinetuneConfig,
     *,
-    size: int,
-    folds: int,
-    seed: int = 0,
-    max_train_images: int | None = None,
-    strategies: Sequence[str] = ("no freeze", "freeze"),
-    single_strategy_sources: Sequence[str] = ("random init",),
     profile: Profile | str | None = None,
+    **options: Any,
 ) -> list[Job]:
-    """The jobs of :func:`transfer_matrix` (same arguments): pre-training of its sources (stage 0) and its
-    fine-tunes (stage 1)."""
-    plan = {"targets": tuple(targets), "sources": dict(sources), "finetune_config": finetune_config, "size": size,
-            "folds": folds, "seed": seed, "max_train_images": max_train_images, "strategies": tuple(strategies),
-            "single_strategy_sources": tuple(single_strategy_sources)}
+    """The jobs of :func:`transfer_matrix` (same arguments; ``options`` are :func:`transfer_plan`'s keywords):
+    pre-training of its sources (stage 0) and its fine-tunes (stage 1)."""
+    plan = {"targets": tuple(targets), "sources": dict(sources), "finetune_config": finetune_config, **options}
+    size = plan["size"]
     units = transfer_plan(**plan)
     out = pretrain_jobs({u.spec for u in units}, profile)
     for i, u in enumerate(units):
