@@ -121,7 +121,7 @@ def transfer_plan(
     strategies: Sequence[str] = ("no freeze", "freeze"),
     single_strategy_sources: Sequence[str] = ("random init",),
 ) -> list[TransferUnit]:
-    """Every fine-tune of :func:`transfer_matrix`, in its order (arguments as there)."""
+    """Every fine-tune of :func:`transfer_matrix`, in its order (the arguments it passes on, documented there)."""
     for strategy in strategies:
         if strategy not in STRATEGIES:
             raise unknown_choice("strategy", strategy, STRATEGIES)
@@ -145,15 +145,10 @@ def transfer_matrix(
     sources: Mapping[str, str],
     finetune_config: FinetuneConfig,
     *,
-    size: int,
-    folds: int,
-    seed: int = 0,
-    max_train_images: int | None = None,
-    strategies: Sequence[str] = ("no freeze", "freeze"),
-    single_strategy_sources: Sequence[str] = ("random init",),
     profile: Profile | str | None = None,
     store: results.Store | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> list[TransferRun]:
     """Fine-tune every source on every fold of every target, with each strategy (Table 3.2).
 
@@ -166,27 +161,25 @@ def transfer_matrix(
     finetune_config : FinetuneConfig
         Shared settings; ``freeze`` and ``seed`` (``seed + fold``) are set per run. Pre-trained sources do not
         depend on the fine-tuning seed (cfct.train pins their pre-training seed), so every fold reuses them.
-    strategies : sequence of str
-        Keys of :data:`STRATEGIES`.
-    single_strategy_sources : sequence of str
-        Roles fine-tuned only without freezing (freezing a random backbone measures nothing; Table 3.2 has
-        no "freeze" column for random initialisation).
     profile : Profile or str, optional
         Profile whose pre-training settings build ``pretrained:`` sources.
     store : cfct.results.Store, optional
         Results store (default store when None).
+    **options
+        :func:`transfer_plan`'s keywords: ``size`` and ``folds`` (required), ``seed``, ``max_train_images``,
+        ``strategies`` (keys of :data:`STRATEGIES`), ``single_strategy_sources`` (roles fine-tuned only without
+        freezing: freezing a random backbone measures nothing; Table 3.2 has no "freeze" column for random
+        initialisation).
 
     Returns
     -------
     list of TransferRun
         One per (target, fold, source, strategy), cached in the results store.
     """
-    units = transfer_plan(targets, sources, finetune_config, size=size, folds=folds, seed=seed,
-                          max_train_images=max_train_images, strategies=strategies,
-                          single_strategy_sources=single_strategy_sources)
+    units = transfer_plan(targets, sources, finetune_config, **options)
     runs = []
     for u in units:
-        result = finetune(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=size,
+        result = finetune(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=options["size"],
                           progress=progress, profile=profile, store=store)
         runs.append(TransferRun(u.fold.target, u.fold.fold, u.source, u.spec, u.strategy, result))
     return runs
