@@ -1089,8 +1089,12 @@ def _serial_if_small(x: torch.Tensor | np.ndarray) -> Iterator[None]:
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
-"""Per-source normalisation (6.4.2): ImageNet statistics for ImageNet weights, else mean 0.5 / std 0.5."""
+"""Per-source normalisation of an image in [0, 1] (6.4.2): ``imagenet`` statistics for torchvision's ImageNet
+weights; ``half`` (mean 0.5 / std 0.5, i.e. [-1, 1]) for cfct's own sources and, by their training, the released
+EfficientNet-Lites; ``unit`` (unchanged [0, 1]) for Astra's CT encoder, which was trained on an HU window scaled
+to [0, 1]. Which source takes which is decided in one place, :func:`cfct.sources.normalization`."""
 
 
 def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:

