@@ -232,11 +232,19 @@ def pretrain_settings(dataset: str, profile: PretrainSettings | Profile | str | 
 
 def pretrain_config(arch: str, dataset: str, *, image_size: int, epochs: int, max_images: int | None,
                     batch_size: int, lr: float = PRETRAIN_LR, seed: int = 0, augment: str = "none") -> dict[str, Any]:
-    """The cache key (results kind ``pretrain``) of a pre-training run: what identifies its weights."""
-    return {"version": PRETRAIN_VERSION, "arch": arch, "dataset": dataset, "image_size": int(image_size),
-            "epochs": int(epochs), "max_images": None if max_images is None else int(max_images),
-            "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "optimizer": "adam",
-            "augment": augment, "normalization": "half"}
+    """The cache key (results kind ``pretrain``) of a pre-training run: what identifies its weights.
+
+    A ``medical-lto:`` dataset also records its composition (:func:`cfct.data.medical_lto_composition`: the
+    sets found locally), so that a medical set added to the mirror later makes a new source, not a stale one.
+    """
+    key = {"version": PRETRAIN_VERSION, "arch": arch, "dataset": dataset, "image_size": int(image_size),
+           "epochs": int(epochs), "max_images": None if max_images is None else int(max_images),
+           "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "optimizer": "adam",
+           "augment": augment, "normalization": "half"}
+    parsed = data.parse_dataset(dataset)
+    if parsed.kind == "medical-lto":
+        key["composition"] = data.medical_lto_composition(parsed.arg, int(image_size))[0]
+    return key
 
 
 def pretrained_run(spec: str | SourceSpec, *, store: results.Store | None = None,

@@ -195,3 +195,123 @@ def test_missing_timm_names_the_pip_command(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", without_timm)
     with pytest.raises(ConfigError, match="built by timm.*pip install timm"):
         sources.create("random:efficientnet_lite0", 2)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Leave-target-out pre-training over every local medical set (medical-lto:)
+
+LOCAL_FLAGS = ["medmnist:pneumoniamnist", "medmnist:breastmnist"]  # the 2D flags in the mirror
+
+
+@pytest.mark.parametrize(
+    ("sizes", "cap", "expected"),
+    [
+        ([4708, 1000, 1055], 6000, [3945, 1000, 1055]),  # quick: small sets whole, the rest to the large one
+        ([4708, 1000, 1055], 600, [200, 200, 200]),  # smoke: equal shares
+        ([10, 10, 10], 7, [3, 2, 2]),
+        ([5, 100, 100], 50, [5, 23, 22]),
+        ([5, 6], None, [5, 6]),
+        ([5, 6], 100, [5, 6]),
+    ],
+)
+def test_budget_shares(sizes: list[int], cap: int | None, expected: list[int]) -> None:
+    shares = data.budget_shares(sizes, cap)
+    assert shares == expected
+    assert sum(shares) == min(sum(sizes), cap if cap is not None else sum(sizes))
+
+
+@pytest.mark.parametrize(
+    ("target", "left_out"),
+    [
+        ("breastmnist", "medmnist:breastmnist"),
+        ("medmnist:pneumoniamnist", "medmnist:pneumoniamnist"),
+        ("csv:nih-cxr14-sample", "csv:nih-cxr14-sample"),
+        ("csv:iqothnccd-lung-ct", "csv:iqothnccd-lung-ct"),
+    ],
+)
+def test_medical_lto_composition_lists_every_other_local_set(target: str, left_out: str, mirror) -> None:
+    canonical = data.parse_dataset(f"medical-lto:{target}").arg
+    used, skipped = data.medical_lto_composition(canonical, 28)
+    everything = [*LOCAL_FLAGS, *data.MEDICAL_CSV_SOURCES]
+    assert sorted(used) == sorted(s for s in everything if s != left_out)
+    assert f"{left_out} (the target)" in skipped
+    assert "chestmnist (multi-label)" in skipped
+
+
+def test_medical_lto_leaves_out_a_csv_target_given_by_its_path(mirror) -> None:
+    used, skipped = data.medical_lto_composition(f"csv:{mirror / 'nih-cxr14-sample'}", 28)
+    assert "csv:nih-cxr14-sample" not in used and "csv:nih-cxr14-sample (the target)" in skipped
+
+
+def test_medical_lto_pretext_is_set_by_label_capped_and_seeded(mirror) -> None:
+    spec = "medical-lto:csv:nih-cxr14-sample"
+    ds = data.load_dataset(spec, 28, seed=3, max_images=90)
+    sources_used = ["medmnist:pneumoniamnist", "medmnist:breastmnist", "csv:iqothnccd-lung-ct"]
+    assert ds.meta["source"].value_counts().to_dict() == dict.fromkeys(sources_used, 30)  # equal shares of 90
+    assert "csv:nih-cxr14-sample" not in set(ds.meta["source"])
+    assert all(not name.startswith("csv:nih") for name in ds.class_names)
+    # one class per (set, label): 2 + 2 + 2 here, labels offset per set
+    assert ds.task == "multi-class" and len(ds.class_names) == 6
+    for source in sources_used:
+        names = {ds.class_names[k] for k in ds.labels[ds.meta["source"].to_numpy() == source]}
+        assert names and all(n.startswith(source + ":") for n in names)
+    again = data.load_dataset(spec, 28, seed=3, max_images=90)
+    other = data.load_dataset(spec, 28, seed=4, max_images=90)
+    assert np.array_equal(again.images, ds.images) and np.array_equal(again.labels, ds.labels)
+    assert not np.array_equal(other.images, ds.images)
+
+
+def test_medical_lto_cache_key_records_the_composition(monkeypatch, mirror) -> None:
+    key = sources.pretrain_config("resnet18", "medical-lto:breastmnist", image_size=28, epochs=1, max_images=600,
+                                  batch_size=32)
+    assert key["composition"] == ["medmnist:pneumoniamnist", *data.MEDICAL_CSV_SOURCES]
+    assert "composition" not in sources.pretrain_config("resnet18", "medmnist-lto:breastmnist", image_size=28,
+                                                        epochs=1, max_images=600, batch_size=32)
+    # a set that disappears from the mirror changes the key
+    monkeypatch.setattr(data, "MEDICAL_CSV_SOURCES", ("csv:nih-cxr14-sample",))
+    smaller = sources.pretrain_config("resnet18", "medical-lto:breastmnist", image_size=28, epochs=1,
+                                      max_images=600, batch_size=32)
+    assert smaller["composition"] == ["medmnist:pneumoniamnist", "csv:nih-cxr14-sample"]
+    assert sources.parse_spec("pretrained:resnet18:medical-lto:breastmnist").arg == "medical-lto:breastmnist"
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "message"),
+    [
+        ("medical-lto:kneemnist", ConfigError, r"unknown dataset spec 'kneemnist'.*breastmnist"),
+        ("medical-lto:organmnist3d", ConfigError, "3D"),
+        ("medical-lto:cifar10", ConfigError, r"unknown dataset kind 'cifar10'; valid choices: medmnist, csv"),
+        ("medical-lto:", ConfigError, "needs a target"),
+    ],
+)
+def test_medical_lto_unknown_target_is_an_error(spec: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        data.parse_dataset(spec)
+
+
+def test_medical_lto_missing_csv_target_is_an_error(mirror) -> None:
+    from cfct.errors import DataMissingError
+
+    with pytest.raises(DataMissingError, match="csv folder 'no-such-folder' not found"):
+        data.load_dataset("medical-lto:csv:no-such-folder", 28, max_images=10)
+
+
+def test_medical_lto_source_pretrains_once_and_is_read_from_the_store(tmp_path, mirror) -> None:
+    from cfct import results, train
+
+    store = results.Store(tmp_path / "store")
+    settings = {"image_size": 28, "epochs": 1, "max_images": 30, "batch_size": 16}
+    spec = "pretrained:resnet18:medical-lto:csv:nih-cxr14-sample"
+    source = train.load_source(spec, None, store=store, pretrain_kwargs=settings)
+    run = sources.pretrained_run(spec, store=store, pretrain_kwargs=settings)
+    assert run is not None and run.metrics["n_images"] == 30 and source.num_source_classes == 6
+    assert not any(name.startswith("csv:nih") for name in run.metrics["class_names"])
+    assert run.config["composition"] == ["medmnist:pneumoniamnist", "medmnist:breastmnist", "csv:iqothnccd-lung-ct"]
+    calls = []
+    original = train._fit
+    try:
+        train._fit = lambda *a, **k: calls.append(1) or original(*a, **k)
+        train.load_source(spec, 2, store=store, pretrain_kwargs=settings)
+    finally:
+        train._fit = original
+    assert calls == []  # the second load trains nothing
