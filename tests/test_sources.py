@@ -6,6 +6,7 @@ weights skip, naming the pip command (as tests/test_released.py does).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -315,3 +316,61 @@ def test_medical_lto_source_pretrains_once_and_is_read_from_the_store(tmp_path, 
     finally:
         train._fit = original
     assert calls == []  # the second load trains nothing
+
+
+# ----------------------------------------------------------------------------------------------------
+# Provenance
+
+
+def test_describe_reads_released_sources_from_the_registry(monkeypatch) -> None:
+    for spec in [*LITES, ASTRA]:
+        entry, row = released.RELEASED[spec], sources.describe(spec)
+        assert list(row) == list(sources.PROVENANCE_COLUMNS)
+        assert (row["data"], row["n_images"], row["licence"], row["stands_in_for"]) == (
+            entry.trained_on, entry.n_train, entry.licence, entry.stands_in_for)
+        assert entry.sha256 in row["weights_from"] and entry.requirement in row["weights_from"]
+        assert row["feature_dim"] == entry.feature_dim
+    assert sources.describe(LITES[1])["thesis_source"] == "ImageNet ResNet50"
+    assert sources.describe(LITES[1])["n_images"] == 1_281_167 and sources.describe(LITES[1])["library"] == "timm"
+    assert sources.describe(ASTRA)["thesis_source"] == "RadImageNet ResNet50"
+    assert sources.describe(ASTRA)["normalization"] == "unit"
+    # not retyped: a changed registry entry shows up in the table
+    changed = dict(released.RELEASED)
+    changed[ASTRA] = dataclasses.replace(released.RELEASED[ASTRA], licence="a new licence", n_train=7)
+    monkeypatch.setattr(released, "RELEASED", changed)
+    assert sources.describe(ASTRA)["licence"] == "a new licence" and sources.describe(ASTRA)["n_images"] == 7
+
+
+def test_describe_pretrained_sources_from_their_config_and_data(tmp_path, mirror) -> None:
+    from cfct import results, train
+
+    store = results.Store(tmp_path / "store")
+    settings = {"image_size": 28, "epochs": 1, "max_images": 40, "batch_size": 20}
+    spec = "pretrained:resnet18:medical-lto:csv:iqothnccd-lung-ct"
+    before = sources.describe(spec, store=store, pretrain_kwargs=settings)
+    assert before["n_images"] == 40 and "not yet in the results store" in before["weights_from"]
+    assert "medmnist:pneumoniamnist + medmnist:breastmnist + csv:nih-cxr14-sample at 28 px" in before["data"]
+    assert "iqothnccd" not in before["data"].removeprefix("medical-lto:csv:iqothnccd-lung-ct:")  # not a part
+    assert "medmnist:breastmnist: CC BY 4.0" in before["licence"] and "CC0" in before["licence"]
+    assert before["thesis_source"].startswith("RadImageNet ResNet50") and "leave-target-out" in before["stands_in_for"]
+    train.pretrain("resnet18", "medical-lto:csv:iqothnccd-lung-ct", store=store, seed=0, progress=False, **settings)
+    after = sources.describe(spec, store=store, pretrain_kwargs=settings)
+    run = sources.pretrained_run(spec, store=store, pretrain_kwargs=settings)
+    assert after["n_images"] == run.metrics["n_images"] == 40 and run.key in after["weights_from"]
+
+
+def test_provenance_table_of_every_kind(tmp_path) -> None:
+    model = sources.create("random:resnet18", 2, seed=0)
+    file = zoo.save_checkpoint(model, tmp_path / "radimagenet.safetensors", {"source": "keras:RadImageNet-ResNet50.h5"})
+    specs = ["random:resnet18", "imagenet:resnet50", "imagenet:densenet121", ASTRA, f"checkpoint:resnet18:{file}",
+             "pretrained:resnet18:cifar10@60"]
+    table = sources.provenance_table(specs, pretrain_kwargs={"image_size": 32, "max_images": 50})
+    assert list(table.columns) == list(sources.PROVENANCE_COLUMNS) and list(table.spec) == specs
+    rows = table.set_index("spec")
+    assert rows.loc["random:resnet18", "n_images"] == 0
+    assert rows.loc["imagenet:resnet50", "thesis_source"] == "ImageNet ResNet50"
+    assert rows.loc["imagenet:densenet121", "thesis_source"] == "ImageNet model zoo (Ch. 6)"
+    assert "densenet121-" in rows.loc["imagenet:densenet121", "weights_from"]  # torchvision's own file name
+    assert rows.loc[f"checkpoint:resnet18:{file}", "thesis_source"] == "RadImageNet ResNet50"
+    assert rows.loc["pretrained:resnet18:cifar10@60", "n_images"] == 50
+    assert rows.loc["pretrained:resnet18:cifar10@60", "thesis_source"] == "ImageNet ResNet50"
