@@ -139,6 +139,8 @@ def test_claims_evidence_mismatched_or_too_few_replicates() -> None:
     few = ch4.claims_evidence(_fold_table(folds=2))
     assert few["ch4.tag-shortcut-ood-drop"].verdict == "inconclusive" and "too few" in few[
         "ch4.tag-shortcut-ood-drop"].reason
+    # 2 folds x 3 settings = 6 points per p_art level, but only 2 replicates: no correlation verdict
+    assert "ch4.ood-falls-with-part" not in few and "ch4.ood-falls-with-part" in ch4.claims_data(_fold_table(2))
     with pytest.raises(ConfigError, match="needs columns"):
         ch4.claims_evidence(table.drop(columns="fold"))
 

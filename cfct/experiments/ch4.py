@@ -559,6 +559,10 @@ def claims_evidence(
 ) -> dict[str, claims.Evidence]:
     """Evaluate every claim :func:`claims_data` can build with its registered rule (:func:`cfct.claims.evaluate`).
 
+    A difference claim on fewer than three folds is still evaluated (the rule answers "too few replicates"); a
+    correlation claim with fewer than :data:`cfct.claims.MIN_REPLICATES` folds per ``p_art`` level is left out
+    (its points would be settings, not replicates), and its ledger row says "not run".
+
     Parameters
     ----------
     results : DataFrame
@@ -567,7 +571,7 @@ def claims_evidence(
         Recorded with each Evidence.
     min_replicates : int
         Raise :class:`~cfct.errors.ConfigError` when a claim rests on fewer replicates per arm (the quick
-        profile's >= 3 folds); 0: no check (the rule itself answers "too few replicates" below 3).
+        profile's >= 3 folds); 0: no check.
 
     Returns
     -------
@@ -575,25 +579,27 @@ def claims_evidence(
         Claim id -> Evidence, in registry order.
     """
     built = claims_data(results)
+    folds = int(results["fold"].nunique())
     out: dict[str, claims.Evidence] = {}
     for claim in [*claims.registry(4), *claims.registry(7)]:
         if claim.id not in built:
             continue
         data_ = built[claim.id]
-        if min_replicates:
-            n = replicates_per_arm(claim.id, data_)
-            if n < min_replicates:
-                raise ConfigError(f"claim {claim.id!r} rests on {n} replicate(s) per arm; needs {min_replicates}")
+        n = replicates_per_arm(data_, folds)
+        if min_replicates and n < min_replicates:
+            raise ConfigError(f"claim {claim.id!r} rests on {n} replicate(s) per arm; needs {min_replicates}")
+        if claim.rule == "correlation" and n < claims.MIN_REPLICATES:
+            continue
         out[claim.id] = claims.evaluate(claim, data_, profile=profile, sources=sources, link=link)
     return out
 
 
-def replicates_per_arm(claim_id: str, data_: Mapping[str, np.ndarray]) -> int:
-    """Replicates behind a claim's smallest arm: pairs / values; for a correlation, the fewest points at any one
-    ``x`` level (folds per ``p_art``)."""
+def replicates_per_arm(data_: Mapping[str, np.ndarray], folds: int) -> int:
+    """Replicates behind a claim's smallest arm: pairs or values; for a correlation (``x``, ``y``), the folds
+    behind each ``p_art`` level (``folds``), or fewer where a level has fewer points."""
     if "x" in data_:
         _, counts = np.unique(np.asarray(data_["x"]), return_counts=True)
-        return int(counts.min()) if len(counts) else 0
+        return min(int(folds), int(counts.min())) if len(counts) else 0
     return min(len(np.asarray(v)) for v in data_.values())
 
 
