@@ -125,6 +125,11 @@ def _check_p_art(value: float) -> None:
         raise ConfigError(f"p_art levels must lie in [0, 1]; got {value}")
 
 
+def _check_ct_n0(value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"ct_n0 must be > 0; got {value}")
+
+
 def _check_confounder(name: str) -> None:
     if shortcuts.get_confounder(name).kind != "image":
         raise unknown_choice("image confounder", name, [k for k, c in shortcuts.CONFOUNDERS.items()
@@ -151,14 +156,17 @@ _CH4: tuple[Param, ...] = (
           from_profile=lambda p: p.arch, check=check_arch),
     Param("p_arts", float, None, "correlation levels p_art (4.2.2)", many=True,
           check=_check_p_art,
-          from_profile=by_profile(smoke="0,1", quick="0,0.1,0.2,0.5,0.8,1", paper="0,0.1,0.2,0.5,0.8,1")),
+          from_profile=by_profile(smoke="0,1", quick="0,1", paper="0,0.1,0.2,0.5,0.8,1")),
     Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
-    Param("folds", int, None, "train/val splits of each development set (thesis: 5)",
-          from_profile=by_profile(smoke=1, quick=1, paper=5)),
+    Param("folds", int, None, "folds (thesis: 5): replicates with their own development draw and disjoint, "
+          "patient-/group-disjoint test sets", from_profile=by_profile(smoke=1, quick=3, paper=5)),
     Param("n_dev", int, None, "development set size, train + val (Table 4.1: 248-500)",
           from_profile=by_profile(smoke=40, quick=100, paper=400)),
     Param("n_test", int, None, "test set size (Table 4.1: 83-1710)",
           from_profile=by_profile(smoke=40, quick=100, paper=400)),
+    Param("ct_n0", float, shortcuts.THESIS_N0,
+          "photons per detector bin of the CT projection-domain noise (thesis: 2e7; LoDoPaB-CT low dose: 4096)",
+          check=_check_ct_n0),
     *_SWEEP_TRAINING,
 )
 
@@ -195,10 +203,10 @@ _CH5: tuple[Param, ...] = (
           from_profile=lambda p: p.arch, check=check_arch),
     Param("p_arts", float, None, "shares p_art of positive training images with the artifact (5.1.2: degradation)",
           many=True, check=_check_fraction("p_art"),
-          from_profile=by_profile(smoke="0,1", quick="0,0.1,0.2,0.5,0.8,1", paper="0,0.1,0.2,0.5,0.8,1")),
+          from_profile=by_profile(smoke="0,1", quick="0,1", paper="0,0.1,0.2,0.5,0.8,1")),
     Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
-    Param("folds", int, None, "train/val splits of each development set (thesis: 5)",
-          from_profile=by_profile(smoke=1, quick=1, paper=5)),
+    Param("folds", int, None, "folds (thesis: 5): replicates with their own development draw and disjoint, "
+          "patient-/group-disjoint test sets", from_profile=by_profile(smoke=1, quick=3, paper=5)),
     Param("n_dev", int, None, "development set size, train + val (thesis: 375 + 125)",
           from_profile=by_profile(smoke=40, quick=100, paper=500)),
     Param("n_test", int, None, "test set size, capped at what a target's test pool holds (thesis: ~1000)",

@@ -381,7 +381,8 @@ MU_AIR = 0.1662
 DISPLAY_WINDOW = (-1200.0, 800.0)
 #: Source intensity of the thesis's experiments (Sec. 4.2.2); Fig. 4.2d shows 2e6 to make the grain visible.
 THESIS_N0 = 2e7
-#: The second, stronger noise level of the two-level confounder (Sec. 4.3).
+#: The second, stronger noise level of the two-level confounder (Sec. 4.3: "N0 = 2e7 for the positives and
+#: N0 = 1e7 for the negatives", reversed for the o.o.d. test set).
 THESIS_N0_HIGH_NOISE = 1e7
 
 
@@ -476,7 +477,11 @@ def poisson_noise(
 #: per detector bin (its low-dose setting).
 CT_MU_WATER_PER_M = 20.0
 CT_FIELD_OF_VIEW_M = 0.26
-CT_N0 = 4096.0
+LODOPAB_N0 = 4096.0
+#: Default source intensity of :func:`ct_photon_noise` and of the registered ``ct-noise`` confounder: LoDoPaB-CT's
+#: low-dose level, a visible, strong artifact (Chapter 5's projection-domain noise). Chapter 4 uses the thesis's
+#: imperceptible :data:`THESIS_N0` instead (its ``ct_n0`` parameter).
+CT_N0 = LODOPAB_N0
 
 
 def ct_photon_noise(
@@ -696,15 +701,18 @@ CONFOUNDERS: dict[str, Confounder] = {
             {"n0": THESIS_N0},
             description="Poisson (photon) noise in the image domain, Eq. 4.2, noise vs no noise (Fig. 4.2d)",
         ),
+        # Sec. 4.3's text: "N0 = 2e7 for the positives and N0 = 1e7 for the negatives (reversed for the o.o.d.
+        # test set)": the images that carry the confounder (positives) get the *lower* noise level.
         Confounder(
             "noise-levels",
             "imaging confounders",
             "image",
             "poisson_noise",
-            {"n0": THESIS_N0_HIGH_NOISE},
-            "poisson_noise",
             {"n0": THESIS_N0},
-            description="two-level Poisson noise: N0 = 1e7 (high noise) vs 2e7 on all others (Sec. 4.3)",
+            "poisson_noise",
+            {"n0": THESIS_N0_HIGH_NOISE},
+            description="two-level Poisson noise: N0 = 2e7 (low noise) on the confounded positives vs 1e7 (high "
+            "noise) on all others (Sec. 4.3)",
         ),
         Confounder(
             "ct-noise",
@@ -842,14 +850,19 @@ def _groups_or_index(groups: np.ndarray | None, n: int) -> np.ndarray:
 
 
 def _group_disjoint_pools(
-    cells: np.ndarray, groups: np.ndarray, test_needs: Mapping[Any, int], rng: np.random.Generator
+    cells: np.ndarray, groups: np.ndarray, test_needs: Mapping[Any, int], rng: np.random.Generator,
+    exclude: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean test-pool mask: whole groups, added in random order while they help an unmet test need."""
+    """Boolean test-pool mask: whole groups, added in random order while they help an unmet test need; a group
+    with any image in ``exclude`` never enters (the test sets of earlier replicates stay out, patient-wise)."""
     uniq = rng.permutation(np.unique(groups))
     have = dict.fromkeys(test_needs, 0)
     test = np.zeros(len(groups), dtype=bool)
     by_group = pd.Series(np.arange(len(groups))).groupby(groups).indices
+    banned = set() if exclude is None else set(np.asarray(groups)[_exclude_mask(exclude, len(groups))].tolist())
     for g in uniq:
+        if g in banned:
+            continue
         idx = by_group[g]
         contributes = {c: int(np.sum(cells[idx] == c)) for c in test_needs}
         if any(n and have[c] < test_needs[c] for c, n in contributes.items()):
@@ -860,6 +873,20 @@ def _group_disjoint_pools(
     if short:
         raise ConfigError(f"not enough images for the test set (have, need) per cell: {short}")
     return test
+
+
+def _exclude_mask(exclude: np.ndarray | None, n: int) -> np.ndarray:
+    """A boolean ``(n,)`` mask from ``exclude`` (a boolean mask or integer indices; None = nothing)."""
+    if exclude is None:
+        return np.zeros(n, dtype=bool)
+    e = np.asarray(exclude)
+    if e.dtype == bool:
+        if e.shape != (n,):
+            raise ConfigError(f"test_exclude must be a boolean mask of {n} images; got shape {e.shape}")
+        return e
+    mask = np.zeros(n, dtype=bool)
+    mask[e.astype(int)] = True
+    return mask
 
 
 def _take(pool: np.ndarray, n: int, rng: np.random.Generator, what: str) -> np.ndarray:
@@ -885,6 +912,7 @@ def split_dev_test(
     groups: np.ndarray | None = None,
     test_labels: np.ndarray | None = None,
     seed: int = 0,
+    test_exclude: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw a development set and a test set with exact class proportions (Table 4.1).
 
@@ -908,6 +936,10 @@ def split_dev_test(
         Labels of a separate official test split.
     seed : int
         Randomness.
+    test_exclude : ndarray, optional
+        Images (boolean mask or indices, into ``test_labels`` when given, else into ``labels``) that may not be
+        tested on, e.g. the test sets of earlier replicates; with ``groups``, their whole groups stay out of the
+        test set. The development set may use them.
 
     Returns
     -------
@@ -920,6 +952,7 @@ def split_dev_test(
     t_pos, t_neg = _class_counts(int(n_test), pos_fraction)
     if test_labels is not None:
         t_is_pos = _binary_labels(test_labels, positive)
+        allowed = ~_exclude_mask(test_exclude, len(t_is_pos))
         dev = np.concatenate(
             [
                 _take(np.flatnonzero(is_pos), d_pos, rng, "development positives"),
@@ -928,13 +961,13 @@ def split_dev_test(
         )
         test = np.concatenate(
             [
-                _take(np.flatnonzero(t_is_pos), t_pos, rng, "test positives"),
-                _take(np.flatnonzero(~t_is_pos), t_neg, rng, "test negatives"),
+                _take(np.flatnonzero(t_is_pos & allowed), t_pos, rng, "test positives"),
+                _take(np.flatnonzero(~t_is_pos & allowed), t_neg, rng, "test negatives"),
             ]
         )
         return np.sort(dev), np.sort(test)
     g = _groups_or_index(groups, len(is_pos))
-    in_test = _group_disjoint_pools(is_pos, g, {True: t_pos, False: t_neg}, rng)
+    in_test = _group_disjoint_pools(is_pos, g, {True: t_pos, False: t_neg}, rng, test_exclude)
     test = np.concatenate(
         [
             _take(np.flatnonzero(is_pos & in_test), t_pos, rng, "test positives"),
@@ -963,6 +996,7 @@ def attribute_confounded_split(
     positive: int = 1,
     group: str | None = "patient_id",
     seed: int = 0,
+    test_exclude: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Sample sets in which a patient attribute co-occurs with the positive class (the atelectasis / gender
     experiment of Sec. 4.2.2-4.3).
@@ -996,6 +1030,9 @@ def attribute_confounded_split(
         Patient-id column for patient-disjoint pools (None or a missing column: images are independent).
     seed : int
         Randomness (pools and orders; independent of ``p_art``).
+    test_exclude : ndarray, optional
+        Rows (boolean mask or positions) whose patients may not enter the test pool, e.g. the test pools of
+        earlier replicates (:func:`split_dev_test`).
 
     Returns
     -------
@@ -1015,7 +1052,8 @@ def attribute_confounded_split(
     groups = metadata[group].to_numpy() if group and group in metadata.columns else None
     cells = np.array(["pos+" if p and a else "pos-" if p else "neg+" if a else "neg-" for p, a in zip(is_pos, has)])
     g = _groups_or_index(groups, len(metadata))
-    in_test = _group_disjoint_pools(cells, g, {"pos+": t_pos, "pos-": t_pos, "neg+": t_neg, "neg-": t_neg}, rng)
+    in_test = _group_disjoint_pools(cells, g, {"pos+": t_pos, "pos-": t_pos, "neg+": t_neg, "neg-": t_neg}, rng,
+                                    test_exclude)
 
     def ordered(cell: str, pool: np.ndarray, n: int, what: str) -> np.ndarray:
         idx = np.flatnonzero((cells == cell) & pool)

@@ -111,3 +111,15 @@ def test_after_its_jobs_chapter_5_computes_nothing(monkeypatch: pytest.MonkeyPat
             ch5.frequency_shortcut_experiment(t, a, roles, n_dev=plan["sizes"][t][0], n_test=plan["sizes"][t][1],
                                               progress=False, **experiment)
         ch5.priority_table(probes, roles, n_images=cfg.priority_images, profile=cfg.profile.name)
+
+
+def test_ch4_jobs_fold_replicates_within_budget() -> None:
+    """Chapter 4's plan at three folds (the quick profile's): every fold a separate fine-tune, the runs at
+    p_art = 0 shared between confounders of a target, 93 fine-tunes in all (the book's budget: no more than
+    the 95 of the earlier one-fold, six-level plan)."""
+    jobs = chapter_jobs("4", {"profile": "smoke", "folds": 3})
+    finetunes = {j.key for j in jobs if j.kind == "finetune"}
+    # per fold: X-ray p_art=0 3 + tag 3 + denoising 3 + noise 2; two-level 2 x 2; sex 3 x 2; CT p_art=0 3 +
+    # tag 3 + denoising 2 + image-domain noise 2 (CT projection noise at N0 = 2e7 changes no pixel: not run)
+    assert len(finetunes) == 3 * 31
+    assert {j.stage for j in jobs} == {0, 1, 2}

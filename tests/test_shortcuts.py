@@ -334,6 +334,50 @@ def test_confounded_sets_are_cached(pneumonia: data.ImageSet, tmp_path) -> None:
     np.testing.assert_array_equal(a.ood.images, b.ood.images)
 
 
+def test_two_level_noise_gives_the_confounded_positives_the_lower_noise() -> None:
+    """Sec. 4.3: "N0 = 2e7 for the positives and N0 = 1e7 for the negatives": the images that carry the
+    confounder (positives) get less noise than all others."""
+    conf = shortcuts.get_confounder("noise-levels")
+    flat = np.full((400, 16, 16, 1), 128, dtype=np.uint8)
+    mask = np.arange(400) < 200
+    out = conf.apply(flat, mask, seed=0).astype(float) - 128.0
+    low, high = out[mask].std(), out[~mask].std()
+    assert low < high * 0.85  # variance scales with 1 / N0: std ratio ~ 1 / sqrt(2)
+    assert low == pytest.approx(float(shortcuts.poisson_noise_std(128, 2e7)), rel=0.15)
+    assert high == pytest.approx(float(shortcuts.poisson_noise_std(128, 1e7)), rel=0.15)
+
+
+def test_split_dev_test_excludes_earlier_test_groups() -> None:
+    labels = np.r_[np.ones(120, int), np.zeros(180, int)]
+    groups = np.repeat(np.arange(100), 3)
+    _, first = shortcuts.split_dev_test(labels, n_dev=60, n_test=60, pos_fraction=0.3, groups=groups, seed=2)
+    dev, second = shortcuts.split_dev_test(labels, n_dev=60, n_test=60, pos_fraction=0.3, groups=groups, seed=3,
+                                           test_exclude=first)
+    assert not set(groups[first]) & set(groups[second])  # whole patients stay out, not only images
+    assert not set(groups[dev]) & set(groups[second]) and labels[second].sum() == 18
+    _, official = shortcuts.split_dev_test(labels, n_dev=60, n_test=40, test_labels=labels[:200], seed=0,
+                                           test_exclude=np.arange(100))
+    assert official.min() >= 100
+    with pytest.raises(ConfigError, match="boolean mask of 300"):
+        shortcuts.split_dev_test(labels, n_dev=60, n_test=60, groups=groups, test_exclude=np.ones(5, bool))
+
+
+def test_replicates_have_disjoint_patient_disjoint_test_sets(nih: data.ImageSet) -> None:
+    """The folds a Chapter 4 verdict rests on are real replicates: no test image, no test patient shared."""
+    patients = nih.groups
+    for conf in ("tag", "sex"):  # sex last: its replicates are checked against experiment_sets below
+        reps = robustness.replicate_test_indices("csv:nih-cxr14-sample", conf, 3, size=28, n_dev=100, n_test=100,
+                                                 pos_fraction=0.5, seed=0)
+        assert len(reps) == 3 and all(len(r) >= 100 for r in reps)
+        for i in range(3):
+            for j in range(i + 1, 3):
+                assert not set(patients[reps[i]]) & set(patients[reps[j]]), (conf, i, j)
+    sets = robustness.experiment_sets("csv:nih-cxr14-sample", "sex", 1.0, size=28, n_dev=100, n_test=100,
+                                      pos_fraction=0.5, seed=0, replicate=2)
+    assert set(sets.ood.index) | set(sets.iid.index) <= set(reps[2].tolist())  # replicate 2 tests on its own part
+    assert not set(patients[sets.ood.index]) & (set(patients[reps[0]]) | set(patients[reps[1]]))
+
+
 def test_two_level_noise_treats_every_image(pneumonia: data.ImageSet) -> None:
     dev, test = pneumonia.subset(np.arange(0, 60)), pneumonia.subset(np.arange(60, 100))
     sets = robustness.confounded_sets(dev, test, "noise-levels", 0.0, seed=0, cache=False)
@@ -431,12 +475,21 @@ def test_chapter_plan_and_sources() -> None:
         noise_target="pneumoniamnist",
         ct_target="csv:iqothnccd-lung-ct",
     )
-    assert [s.figure for s in plan] == ["4.3"] * 3 + ["4.4"] * 4
+    assert [s.figure for s in plan] == ["4.3"] * 5 + ["4.4"] * 4
     assert plan[2].confounder == "sex" and plan[2].pos_fraction == 0.5 and plan[0].pos_fraction == 0.3
-    assert all(s.roles == ("natural", "medical") for s in plan[3:])
-    assert {(s.modality, s.contrast) for s in plan[3:]} == {
+    # the CT panels of Fig. 4.3 (LIDC-IDRI's role): random initialisation with the tag only, balanced
+    assert [(s.modality, s.confounder, len(s.roles), s.pos_fraction) for s in plan[3:5]] == [
+        ("CT", "tag", 3, 0.5), ("CT", "denoising", 2, 0.5)]
+    assert all(s.roles == ("natural", "medical") for s in plan[5:])
+    assert {(s.modality, s.contrast) for s in plan[5:]} == {
         (m, c) for m in ("X-ray", "CT") for c in ("noise vs no noise", "high vs low noise")
     }
+    quiet = ch4.chapter_settings(["pneumoniamnist"], ["tag"], sex_target=None, noise_target=None,
+                                 ct_target="csv:iqothnccd-lung-ct", ct_noise=False)
+    assert [s.confounder for s in quiet] == ["tag", "tag", "noise"]
+    ct = ch4.setting_confounder(plan[-2] if plan[-2].confounder == "ct-noise" else plan[-1])
+    assert ct.params["n0"] == shortcuts.THESIS_N0 == 2e7  # Chapter 4: the thesis's level, not LoDoPaB's
+    assert shortcuts.CONFOUNDERS["ct-noise"].params["n0"] == shortcuts.LODOPAB_N0 == 4096  # Chapter 5's default
     src = ch4.sources_for("breastmnist", "resnet18")
     assert src == {
         "natural": "pretrained:resnet18:cifar10",

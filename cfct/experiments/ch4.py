@@ -1,5 +1,5 @@
 """Chapter 4 experiment: confounded development/test sets, the p_art robustness sweeps of Fig. 4.3/4.4, the
-chapter's settings and verdicts.
+chapter's settings, and the evidence its claims (``claims.registry(4)``) are decided on.
 """
 
 from __future__ import annotations
@@ -8,17 +8,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from cfct import data, stats, train
+from cfct import claims, data, stats, train
 from cfct.config import ChapterConfig
+from cfct.errors import ConfigError
 from cfct.experiments import robustness
-from cfct.experiments.findings import Finding
 from cfct.experiments.jobs import Job
 from cfct.shortcuts import (
     CONFOUNDER_LABELS,
     P_ART_LEVELS,
+    THESIS_N0,
     Confounder,
+    ct_photon_noise,
     get_confounder,
 )
 
@@ -61,6 +64,7 @@ def robustness_experiment(
     store: Any = None,
     profile: Any = None,
     progress: bool = True,
+    scheme: str = "kfold",
 ) -> pd.DataFrame:
     """Fine-tune every source on every ``p_art`` and fold, then measure i.i.d. and o.o.d. AUC (Sec. 4.2.2).
 
@@ -75,7 +79,9 @@ def robustness_experiment(
     p_arts : sequence of float
         Correlation levels (thesis: :data:`P_ART_LEVELS`).
     folds : int
-        Train/validation splits of the development set (thesis: 5).
+        Folds (thesis: 5). With ``scheme='kfold'`` each fold is a replicate with its own development draw and a
+        test set disjoint (patient- / group-disjoint) from the other folds'; ``'splits'``: train/validation
+        splits of one development set sharing one test set (:data:`robustness.FOLD_SCHEMES`).
     size : int
         Image side in px.
     n_dev, n_test : int
@@ -94,6 +100,8 @@ def robustness_experiment(
         Profile that fixes the pre-training of ``pretrained:`` sources.
     progress : bool
         tqdm bar over the runs.
+    scheme : str
+        How folds differ (above).
 
     Returns
     -------
@@ -115,7 +123,7 @@ def robustness_experiment(
         )
     runs = robustness.sweep(target, conf, sources, finetune, p_arts=p_arts, folds=folds, size=size, n_dev=n_dev,
                             n_test=n_test, pos_fraction=pos_fraction, val_fraction=val_fraction, seed=seed,
-                            store=store, profile=profile, progress=progress)
+                            store=store, profile=profile, progress=progress, scheme=scheme)
     return pd.DataFrame([run.row() for run in runs])
 
 
@@ -207,23 +215,50 @@ def chapter_settings(
     sex_target: str | None,
     noise_target: str | None,
     ct_target: str | None,
+    ct_noise: bool = True,
 ) -> list[Setting]:
-    """The experiments of Figs. 4.3 and 4.4 for the chapter's parameters, in drawing order."""
+    """The experiments of Figs. 4.3 and 4.4 for the chapter's parameters, in drawing order.
+
+    Fig. 4.3: every X-ray target with every confounder (three sources, 30 % positives), patient sex on
+    ``sex_target``, and, as the thesis's LIDC-IDRI panels, the CT target with every confounder (50 %
+    positives; random initialisation with the tag only, for Sec. 4.3's balanced-CT remark). Fig. 4.4: the two
+    pre-trained sources under noise vs no noise and high vs low noise, on X-ray and CT. ``ct_noise=False``
+    leaves out CT noise vs no noise (projection-domain noise that changes no pixel, see
+    :func:`ct_noise_changed_fraction`).
+    """
     three, two = SOURCE_ROLES, SOURCE_ROLES[:2]
-    out = [Setting("4.3", t, c, three, 0.3, "", "") for t in targets for c in confounders]
+    out = [Setting("4.3", t, c, three, 0.3, "X-ray", "") for t in targets for c in confounders]
     if sex_target:
-        out.append(Setting("4.3", sex_target, "sex", three, 0.5))
+        out.append(Setting("4.3", sex_target, "sex", three, 0.5, "X-ray"))
+    if ct_target:
+        out += [Setting("4.3", ct_target, c, three if c == "tag" else two, 0.5, "CT") for c in confounders]
     if noise_target:
         out += [
             Setting("4.4", noise_target, "noise", two, 0.3, "X-ray", "noise vs no noise"),
             Setting("4.4", noise_target, "noise-levels", two, 0.3, "X-ray", "high vs low noise"),
         ]
     if ct_target:
-        out += [
-            Setting("4.4", ct_target, "ct-noise", two, 0.5, "CT", "noise vs no noise"),
-            Setting("4.4", ct_target, "noise", two, 0.5, "CT", "high vs low noise"),
-        ]
+        if ct_noise:
+            out.append(Setting("4.4", ct_target, "ct-noise", two, 0.5, "CT", "noise vs no noise"))
+        out.append(Setting("4.4", ct_target, "noise", two, 0.5, "CT", "high vs low noise"))
     return out
+
+
+def ct_noise_changed_fraction(target: str, n0: float, *, size: int, n_images: int = 16, seed: int = 0) -> float:
+    """Share of pixels that projection-domain photon noise at ``n0`` changes on the first ``n_images`` images
+    of a CT target at ``size`` px (0: the noise is below the images' 8-bit quantisation, the confounder is a
+    no-op)."""
+    images = robustness.load_pools(target, size)[0].images[:n_images]
+    noisy = ct_photon_noise(images, n0, seed=seed)
+    return float(np.mean(noisy != images))
+
+
+def setting_confounder(setting: Setting, ct_n0: float = THESIS_N0) -> Confounder:
+    """The confounder a setting runs: the registered one, with CT photon noise at ``ct_n0`` (Chapter 4 follows
+    the thesis's N0 = 2e7; the registered ``ct-noise`` default is LoDoPaB-CT's 4096, Chapter 5's level)."""
+    if setting.confounder == "ct-noise":
+        return get_confounder("ct-noise", n0=float(ct_n0))
+    return get_confounder(setting.confounder)
 
 
 def sources_for(target: str, arch: str, natural: str | None = None, medical: str | None = None) -> dict[str, str]:
@@ -296,18 +331,20 @@ def run_settings(
     patience: int = 30,
     seed: int = 0,
     device: str = "auto",
+    ct_n0: float = THESIS_N0,
     store: Any = None,
     profile: Any = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Run :func:`robustness_experiment` for every setting; one tidy table with the setting's labels."""
+    """Run :func:`robustness_experiment` for every setting (folds as disjoint-test replicates, ``kfold``); one
+    tidy table with the setting's labels."""
     frames = []
     for st in settings:
         sources = sources_for(st.target, arch, natural_source, medical_source)
         ft = chapter_finetune_config(st.pos_fraction, lr=lr, epochs=epochs, patience=patience, seed=seed, device=device)
         df = robustness_experiment(
             st.target,
-            st.confounder,
+            setting_confounder(st, ct_n0),
             {r: sources[r] for r in st.roles},
             p_arts=p_arts,
             folds=folds,
@@ -329,24 +366,29 @@ def jobs(cfg: ChapterConfig) -> list[Job]:
     """The chapter's store runs: pre-training of every source (stage 0), the sweeps' fine-tunes (stage 1) and
     their o.o.d. predictions (stage 2), as :func:`run_settings` computes them."""
     settings = chapter_settings(cfg.targets, cfg.confounders, sex_target=cfg.sex_target,
-                                noise_target=cfg.noise_target, ct_target=cfg.ct_target)
+                                noise_target=cfg.noise_target, ct_target=cfg.ct_target,
+                                ct_noise=bool(cfg.ct_target) and ct_noise_changed_fraction(
+                                    cfg.ct_target, cfg.ct_n0, size=cfg.image_size) > 0)
     out: list[Job] = []
     for st in settings:
         roles = sources_for(st.target, cfg.arch, cfg.natural_source, cfg.medical_source)
         ft = chapter_finetune_config(st.pos_fraction, lr=cfg.lr, epochs=cfg.epochs, patience=cfg.patience,
                                      seed=cfg.seed, device=cfg.device)
-        out += robustness.sweep_jobs(st.target, get_confounder(st.confounder), {r: roles[r] for r in st.roles}, ft,
-                                     p_arts=cfg.p_arts, folds=cfg.folds, size=cfg.image_size, n_dev=cfg.n_dev,
+        out += robustness.sweep_jobs(st.target, setting_confounder(st, cfg.ct_n0), {r: roles[r] for r in st.roles},
+                                     ft, p_arts=cfg.p_arts, folds=cfg.folds, size=cfg.image_size, n_dev=cfg.n_dev,
                                      n_test=cfg.n_test, pos_fraction=st.pos_fraction, val_fraction=0.15,
-                                     seed=cfg.seed, profile=cfg.profile)
+                                     seed=cfg.seed, profile=cfg.profile, scheme="kfold")
     return out
 
 
 # --------------------------------------------------------------------------------------------------
-# What a run shows against the thesis (Sec. 4.3): estimates, verdicts and the sentences the chapter prints
+# What a run shows against the thesis (Sec. 4.3): numbers per setting, and the evidence of the registered claims
 SHORTCUT_DROP = 0.1
 """A source has learned a shortcut when its o.o.d. AUC falls by at least this much from the lowest to the
-highest p_art; smaller changes are read as run-to-run noise."""
+highest p_art (a description of the run, not a verdict about the thesis)."""
+
+CONFOUNDED_P_ART = 0.1
+"""The levels the thesis's comparisons of sources average over: ``p_art >= 0.1`` (Sec. 4.3, "for p_art >= 0.1")."""
 
 
 def summary_value(summary: pd.DataFrame, p_art: float, metric: str = "ood_auc", **where: str) -> float:
@@ -359,110 +401,221 @@ def summary_value(summary: pd.DataFrame, p_art: float, metric: str = "ood_auc", 
     return float(rows["mean"].iloc[0]) if len(rows) else float("nan")
 
 
-def source_robustness(fig43: pd.DataFrame, p_lo: float, p_hi: float) -> tuple[list[str], Finding, Finding]:
-    """Fig. 4.3 against Sec. 4.3: per setting, the o.o.d. AUC of both pre-trained sources from ``p_lo`` to
-    ``p_hi``; whether the medical source keeps the higher o.o.d. AUC at ``p_hi`` in most settings (the thesis's
-    finding); and in which settings a shortcut was learned at all (:data:`SHORTCUT_DROP`).
+def source_robustness(fig43: pd.DataFrame, p_lo: float, p_hi: float) -> tuple[list[str], list[str]]:
+    """Fig. 4.3's numbers per setting: the mean o.o.d. AUC of both pre-trained sources from ``p_lo`` to ``p_hi``
+    and their i.i.d. gap, and the settings where a pre-trained source lost at least :data:`SHORTCUT_DROP`.
+    (Whether this agrees with the thesis is decided by the claims, :func:`claims_evidence`.)
 
     Returns
     -------
     lines : list of str
         One Markdown bullet per setting.
-    verdict : Finding
-        ``estimate``: share of settings where the medical source is ahead at ``p_hi``.
-    learned : Finding
-        ``estimate``: number of settings where a pre-trained source lost at least SHORTCUT_DROP; ``agrees`` is
-        None (a condition of the comparison, not a claim).
+    learned : list of str
+        Settings where a shortcut was learned.
     """
-    lines, pairs, learned = [], [], []
+    lines, learned = [], []
     for s in fig43["setting"].unique():
         nat0, nat1 = (summary_value(fig43, p, setting=s, source="natural") for p in (p_lo, p_hi))
         med0, med1 = (summary_value(fig43, p, setting=s, source="medical") for p in (p_lo, p_hi))
         iid_gap = (summary_value(fig43, p_hi, "iid_auc", setting=s, source="natural")
                    - summary_value(fig43, p_hi, "iid_auc", setting=s, source="medical"))
-        more = "medical" if med1 > nat1 else "natural"
         lines.append(
             f"* **{s}**: o.o.d. AUC from {nat0:.2f} to {nat1:.2f} (natural) and from {med0:.2f} to {med1:.2f} "
-            f"(medical) as $p_{{art}}$ goes from {p_lo:g} to {p_hi:g}; at $p_{{art}}={p_hi:g}$ the **{more}** "
-            f"source holds up better (difference {abs(med1 - nat1):.2f}), while their i.i.d. AUCs differ by "
-            f"{iid_gap:+.2f}."
+            f"(medical) as $p_{{art}}$ goes from {p_lo:g} to {p_hi:g}; at $p_{{art}}={p_hi:g}$ medical minus "
+            f"natural o.o.d. AUC is {med1 - nat1:+.2f}, natural minus medical i.i.d. AUC {iid_gap:+.2f}."
         )
-        pairs.append((med1, nat1))
         if min(nat1 - nat0, med1 - med0) <= -SHORTCUT_DROP:
             learned.append(s)
-    wins = sum(m > n for m, n in pairs)
-    agrees = wins > len(pairs) / 2
-    verdict = Finding(
-        "the medical source is the more robust one (Sec. 4.3)", wins / len(pairs) if pairs else float("nan"),
-        agrees if pairs else None,
-        f"The medical source keeps the higher o.o.d. AUC at $p_{{art}}={p_hi:g}$ in {wins} of {len(pairs)} "
-        "experiments: " + ("this **agrees** with the thesis." if agrees else
-                           "this **disagrees** with the thesis, which finds the medical source the more robust one."),
-    )
-    caveat = Finding(
-        "a shortcut was learned", float(len(learned)), None,
-        f" A shortcut was learned (o.o.d. AUC falling by at least {SHORTCUT_DROP:g} for a pre-trained source) in: "
-        f"{', '.join(learned) or 'none of the experiments'}; where none was, the comparison is within run-to-run "
-        "noise.",
-    )
-    return lines, verdict, caveat
+    return lines, learned
 
 
-def random_init_diagnosis(change: float, recall: float, flat: float = SHORTCUT_DROP,
-                          no_recall: float = 0.1) -> str:
-    """What random initialisation's o.o.d. curve means (Sec. 4.3): the thesis's class-imbalance artifact
-    (flat, recall of positives near 0), insensitivity (flat, recall above 0), or a learned / absent shortcut.
+# --------------------------------------------------------------------------------------------------
+# Claims (cfct/claims_registry.yaml, chapter 4 and ch7.natural-more-vulnerable): replicates are folds
+REQUIRED_COLUMNS: tuple[str, ...] = ("figure", "modality", "contrast", "target", "confounder", "source", "p_art",
+                                     "fold", "iid_auc", "ood_auc", "best_epoch")
+
+
+def _rows(table: pd.DataFrame, **where: Any) -> pd.DataFrame:
+    mask = np.ones(len(table), dtype=bool)
+    for col, value in where.items():
+        mask &= (table[col].isin(value) if isinstance(value, (list, tuple, set)) else table[col] == value).to_numpy()
+    return table[mask]
+
+
+def _fold_means(rows: pd.DataFrame, value: str, by: Sequence[str], *, confounded: bool) -> pd.DataFrame:
+    """One value per replicate ``by`` and source: the mean over the rows' settings and ``p_art`` levels (only
+    ``p_art >= CONFOUNDED_P_ART`` when ``confounded``)."""
+    if confounded:
+        rows = rows[rows["p_art"] >= CONFOUNDED_P_ART]
+    return rows.groupby([*by, "source"], as_index=False)[value].mean()
+
+
+def _drop(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """o.o.d. AUC at the lowest minus at the highest ``p_art`` per replicate ``by`` and source (column ``drop``);
+    a replicate missing either end is an error."""
+    lo, hi = rows["p_art"].min(), rows["p_art"].max()
+    keys = [*by, "source"]
+    a = rows[rows["p_art"] == lo].groupby(keys)["ood_auc"].mean()
+    b = rows[rows["p_art"] == hi].groupby(keys)["ood_auc"].mean()
+    if set(a.index) != set(b.index):
+        raise ConfigError(f"o.o.d. AUC drop: replicates {sorted(set(a.index) ^ set(b.index))} lack p_art {lo:g} "
+                          f"or {hi:g}")
+    return (a - b).rename("drop").reset_index()
+
+
+def claims_data(results: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """The replicates of every Chapter 4 claim (and ``ch7.natural-more-vulnerable``) the results can decide.
+
+    A replicate is a fold (``robustness_experiment(scheme='kfold')``: its own development draw and a test set
+    disjoint from the other folds'), on one target; values are averaged over ``p_art >= 0.1``
+    (:data:`CONFOUNDED_P_ART`) or, for drops, taken between the lowest and highest ``p_art``. Arms are paired by
+    ``(target, fold)`` with :func:`cfct.claims.arms_from_table`, never by row order; the correlation claims
+    pair ``p_art`` with the AUC of each (setting, fold, ``p_art``) fine-tune. A claim whose setting is not in
+    the table is left out (its ledger row says "not run").
 
     Parameters
     ----------
-    change : float
-        Mean o.o.d. AUC at the highest minus at the lowest p_art.
-    recall : float
-        Mean o.o.d. recall of positives (threshold 0.5).
-    """
-    if abs(change) < flat:
-        return "flat, recall near 0 (the imbalance artifact)" if recall < no_recall else \
-            "flat with non-zero recall (insensitive)"
-    return f"falls by {-change:.2f} (takes the shortcut)" if change < 0 else f"rises by {change:.2f} (no shortcut)"
-
-
-def noise_findings(drop: pd.DataFrame) -> list[Finding]:
-    """Fig. 4.4 against Sec. 4.3, from the o.o.d. AUC change between the lowest and highest p_art.
-
-    Parameters
-    ----------
-    drop : DataFrame
-        Index (modality, contrast), columns ``natural`` and ``medical``: o.o.d. AUC change per source;
-        contrasts ``'noise vs no noise'`` and ``'high vs low noise'``.
+    results : DataFrame
+        :func:`run_settings`'s table (one row per setting, source, ``p_art`` and fold; :data:`REQUIRED_COLUMNS`).
 
     Returns
     -------
-    list of Finding
-        X-ray noise makes both sources fall alike; the medical source drops less under CT projection noise;
-        high vs low noise is the milder shortcut; and, when no source lost :data:`SHORTCUT_DROP`, a caveat
-        (``agrees`` None).
+    dict
+        Claim id -> the data :func:`cfct.claims.evaluate` takes (``a``/``b``, ``x``/``y`` or ``values``).
     """
-    nv = drop.xs("noise vs no noise", level="contrast")
-    hl = drop.xs("high vs low noise", level="contrast")
-    out = []
-    if "X-ray" in nv.index:
-        gap = abs(nv.loc["X-ray", "natural"] - nv.loc["X-ray", "medical"])
-        both = max(nv.loc["X-ray", "natural"], nv.loc["X-ray", "medical"]) <= -SHORTCUT_DROP
-        agrees = bool(gap < SHORTCUT_DROP and both)
-        out.append(Finding("X-ray noise makes both sources fall alike", float(gap), agrees,
-                           f"X-ray noise makes both sources fall alike (changes differ by {gap:.2f}): "
-                           + ("agrees" if agrees else "disagrees")))
-    if "CT" in nv.index:
-        margin = float(nv.loc["CT", "medical"] - nv.loc["CT", "natural"])
-        out.append(Finding("the medical source drops less under CT projection noise", margin, margin > 0,
-                           "the medical source drops less under CT projection noise: "
-                           + ("agrees" if margin > 0 else "disagrees")))
-    ratio = float(hl.abs().to_numpy().mean() / nv.abs().to_numpy().mean())
-    out.append(Finding("high vs low noise is the milder shortcut", ratio, ratio < 1,
-                       "high vs low noise is the milder shortcut: " + ("agrees" if ratio < 1 else "disagrees")))
-    if drop.to_numpy().min() > -SHORTCUT_DROP:
-        out.append(Finding("a noise shortcut was learned", float(drop.to_numpy().min()), None,
-                           f"but no source lost {SHORTCUT_DROP:g} o.o.d. AUC to any noise confounder here, so the "
-                           "noise shortcut was not learned at this scale and these comparisons are within "
-                           "run-to-run noise"))
+    missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
+    if missing:
+        raise ConfigError(f"claims_data needs columns {missing}; the table has {list(results.columns)}")
+    t = results
+    fig43 = _rows(t, figure="4.3")
+    out: dict[str, dict[str, np.ndarray]] = {}
+    pair = ["target", "fold"]
+
+    def paired(rows: pd.DataFrame, value: str, a: str, b: str, *, confounded: bool = True) -> dict[str, np.ndarray]:
+        return claims.arms_from_table(_fold_means(rows, value, pair, confounded=confounded), value=value,
+                                      arm="source", a=a, b=b, pair_by=pair)
+
+    def has(rows: pd.DataFrame, *sources: str) -> bool:
+        return len(rows) > 0 and all((rows["source"] == s).any() for s in sources)
+
+    def corr(rows: pd.DataFrame, value: str) -> dict[str, np.ndarray]:
+        rows = rows.sort_values(["target", "confounder", "fold", "p_art"])
+        return {"x": rows["p_art"].to_numpy(float), "y": rows[value].to_numpy(float)}
+
+    xtag = _rows(fig43, modality="X-ray", confounder="tag")
+    if has(xtag, "natural", "medical"):
+        out["ch4.iid-comparable"] = paired(xtag, "iid_auc", "natural", "medical", confounded=False)
+        out["ch4.tag-shortcut-ood-drop"] = paired(xtag, "ood_auc", "medical", "natural")
+    xray43 = _rows(fig43, modality="X-ray", confounder=["tag", "denoising", "sex"])
+    if has(xray43, "natural"):
+        nat = _rows(xray43, source="natural")
+        out["ch4.ood-falls-with-part"] = corr(nat, "ood_auc")
+        out["ch4.iid-rises-with-part"] = corr(nat, "iid_auc")
+    if has(xray43, "random"):
+        out["ch4.xray-random-stable"] = corr(_rows(xray43, source="random"), "ood_auc")
+    for cid, rows in (("ch4.denoise-shortcut-ood-drop", _rows(fig43, modality="X-ray", confounder="denoising")),
+                      ("ch4.sex-gap-significant", _rows(fig43, confounder="sex")),
+                      ("ch4.ct-tag-ood-drop", _rows(fig43, modality="CT", confounder="tag")),
+                      ("ch4.ct-denoise-ood-drop", _rows(fig43, modality="CT", confounder="denoising"))):
+        if has(rows, "natural", "medical"):
+            out[cid] = paired(rows, "ood_auc", "medical", "natural")
+    ct_tag = _rows(fig43, modality="CT", confounder="tag")
+    if has(ct_tag, "random", "natural"):
+        out["ch4.ct-random-degrades-like-natural"] = claims.arms_from_table(
+            _drop(ct_tag, pair), value="drop", arm="source", a="random", b="natural", pair_by=pair)
+    xnoise = _rows(t, figure="4.4", modality="X-ray", contrast="noise vs no noise")
+    if has(xnoise, "medical"):
+        gap = _fold_means(_rows(xnoise, source="medical").assign(gap=lambda d: d["iid_auc"] - d["ood_auc"]), "gap",
+                          pair, confounded=True)
+        out["ch4.xray-noise-relied-on"] = {"values": gap.sort_values(pair)["gap"].to_numpy(float)}
+    if has(xnoise, "natural", "medical"):
+        out["ch4.xray-noise-similar-reliance"] = paired(xnoise, "ood_auc", "medical", "natural")
+    ct_noise = _rows(t, figure="4.4", modality="CT", contrast="noise vs no noise")
+    if has(ct_noise, "natural", "medical") and "ch4.ct-noise-medical-robust" in _registered():
+        out["ch4.ct-noise-medical-robust"] = paired(ct_noise, "ood_auc", "medical", "natural")
+    fig44 = _rows(t, figure="4.4")
+    both = [m for m in fig44["modality"].unique()
+            if set(_rows(fig44, modality=m)["contrast"]) >= {"noise vs no noise", "high vs low noise"}]
+    if both:
+        drops = _drop(_rows(fig44, modality=both), ["modality", "contrast", "fold"])
+        per = drops.groupby(["modality", "contrast", "fold"], as_index=False)["drop"].mean()  # mean of sources
+        out["ch4.two-level-noise-smaller-drop"] = claims.arms_from_table(
+            per, value="drop", arm="contrast", a="noise vs no noise", b="high vs low noise",
+            pair_by=["modality", "fold"])
+    if has(t, "natural", "medical"):
+        epochs = _rows(t, source=["natural", "medical"])
+        out["ch4.medical-trains-longer"] = paired(epochs, "best_epoch", "medical", "natural", confounded=False)
+        out["ch7.natural-more-vulnerable"] = paired(epochs, "ood_auc", "medical", "natural")
     return out
+
+
+def _registered() -> set[str]:
+    return {c.id for c in claims.registry(4)} | {c.id for c in claims.registry(7)}
+
+
+def claims_evidence(
+    results: pd.DataFrame, *, profile: str = "", sources: str | Sequence[str] = "",
+    link: str = "04_shortcut_transfer.html", min_replicates: int = 0,
+) -> dict[str, claims.Evidence]:
+    """Evaluate every claim :func:`claims_data` can build with its registered rule (:func:`cfct.claims.evaluate`).
+
+    A difference claim on fewer than three folds is still evaluated (the rule answers "too few replicates"); a
+    correlation claim with fewer than :data:`cfct.claims.MIN_REPLICATES` folds per ``p_art`` level is left out
+    (its points would be settings, not replicates), and its ledger row says "not run".
+
+    Parameters
+    ----------
+    results : DataFrame
+        :func:`run_settings`'s table.
+    profile, sources, link : str
+        Recorded with each Evidence.
+    min_replicates : int
+        Raise :class:`~cfct.errors.ConfigError` when a claim rests on fewer replicates per arm (the quick
+        profile's >= 3 folds); 0: no check.
+
+    Returns
+    -------
+    dict
+        Claim id -> Evidence, in registry order.
+    """
+    built = claims_data(results)
+    folds = int(results["fold"].nunique())
+    out: dict[str, claims.Evidence] = {}
+    for claim in [*claims.registry(4), *claims.registry(7)]:
+        if claim.id not in built:
+            continue
+        data_ = built[claim.id]
+        n = replicates_per_arm(data_, folds)
+        if min_replicates and n < min_replicates:
+            raise ConfigError(f"claim {claim.id!r} rests on {n} replicate(s) per arm; needs {min_replicates}")
+        if claim.rule == "correlation" and n < claims.MIN_REPLICATES:
+            continue
+        out[claim.id] = claims.evaluate(claim, data_, profile=profile, sources=sources, link=link)
+    return out
+
+
+def replicates_per_arm(data_: Mapping[str, np.ndarray], folds: int) -> int:
+    """Replicates behind a claim's smallest arm: pairs or values; for a correlation (``x``, ``y``), the folds
+    behind each ``p_art`` level (``folds``), or fewer where a level has fewer points."""
+    if "x" in data_:
+        _, counts = np.unique(np.asarray(data_["x"]), return_counts=True)
+        return min(int(folds), int(counts.min())) if len(counts) else 0
+    return min(len(np.asarray(v)) for v in data_.values())
+
+
+def evidence_sentence(ev: claims.Evidence) -> str:
+    """One Markdown sentence from a claim's Evidence: the thesis's words, the verdict, estimate, 95 % CI, p and n
+    (no verdict is typed: it is ``ev.verdict``)."""
+    c = claims.get_claim(ev.claim_id)
+    if c.rule == "correlation":
+        what = f"Kendall's tau between {c.arms[0]} and {c.arms[1]}" if c.arms else "tau"
+    elif c.rule == "greater_than":
+        what = f"mean {c.arms[0] if c.arms else 'value'} (against {c.threshold:g})"
+    else:
+        what = f"{c.arms[0]} minus {c.arms[1]}" if c.arms else "difference"
+    ci = (f" [95 % CI {ev.ci_low:+.3f}, {ev.ci_high:+.3f}]"
+          if np.isfinite(ev.ci_low) and np.isfinite(ev.ci_high) else "")
+    est = f"{ev.estimate:+.3f}" if np.isfinite(ev.estimate) else "not computed"
+    p = f", p = {ev.p_value:.2g}" if np.isfinite(ev.p_value) else ""
+    return (f"*\"{c.quote}\"* ({c.figure or 'Sec. ' + c.section}; `{c.id}`): **{ev.verdict}**. {what}: {est}{ci}"
+            f"{p}, n = {'/'.join(map(str, ev.n))}. {ev.reason}")

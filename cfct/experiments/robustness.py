@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cfct import data, results, stats, train
-from cfct.errors import ConfigError
+from cfct.errors import ConfigError, unknown_choice
 from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.shortcuts import (
     Confounder,
@@ -223,6 +223,7 @@ def experiment_sets(
     n_test: int,
     pos_fraction: float,
     seed: int = 0,
+    replicate: int | None = None,
     cache: bool = True,
     store: results.Store | None = None,
 ) -> ConfoundedSets:
@@ -231,44 +232,36 @@ def experiment_sets(
     Image confounders: a seeded development / test draw with exact class shares (:func:`split_dev_test`,
     patient- or group-disjoint for ``csv:`` targets), then :func:`confounded_sets`. Attribute confounders
     (patient sex): :func:`attribute_confounded_split` on the target's metadata.
+
+    ``replicate=r`` draws the sets of replicate ``r`` of a cross-validation: seed ``seed + r`` (a new
+    development draw, artifact order and noise) and a test set disjoint from those of replicates ``0 .. r-1``
+    (patient- / group-disjoint on ``csv:`` targets; :func:`replicate_test_indices`). Replicate 0 is the plain
+    draw with ``seed``. None: the plain draw (one test set shared by every train/val split).
     """
     conf = get_confounder(confounder)
     positive = positive_class(target)
     dev_pool, test_pool = load_pools(target, size)
     _binary_check(dev_pool)
+    rep = None if replicate is None else int(replicate)
+    if rep is not None and rep < 0:
+        raise ConfigError(f"replicate must be >= 0; got {replicate}")
+    draw_seed = seed + (rep or 0)
+    exclude = None
+    if rep:
+        space = _attribute_pool(dev_pool, test_pool) if conf.kind == "attribute" else (
+            dev_pool if test_pool is None else test_pool)
+        earlier = replicate_test_indices(target, conf, rep, size=size, n_dev=n_dev, n_test=n_test,
+                                         pos_fraction=pos_fraction, seed=seed)
+        exclude = np.isin(np.arange(len(space)), np.concatenate(earlier))
+    rtag = f":r{rep}" if rep else ""
     if conf.kind == "attribute":
-        if dev_pool.meta is None or conf.attribute not in dev_pool.meta.columns:
-            cols = [] if dev_pool.meta is None else list(dev_pool.meta.columns)
-            raise ConfigError(
-                f"confounder {conf.name!r} needs a {conf.attribute!r} column in {target}'s labels.csv; "
-                f"it has: {', '.join(cols) or 'no metadata'}"
-            )
-        pool = dev_pool if test_pool is None else _concat([dev_pool, test_pool], name=dev_pool.name)
-        meta = pool.meta.copy()
-        meta["__label"] = pool.labels
-        meta["__group"] = pool.groups if pool.groups is not None else np.arange(len(pool)).astype(str)
-        split = _fitting(
-            lambda nd, nt: attribute_confounded_split(
-                meta,
-                "__label",
-                conf.attribute,
-                p_art,
-                value=conf.value,
-                n_dev=nd,
-                n_test=nt,
-                pos_fraction=pos_fraction,
-                positive=positive,
-                group="__group",
-                seed=seed,
-            ),
-            n_dev,
-            n_test,
-            target,
-        )
-        tag = f"|{conf.name}={conf.value}:p{p_art:g}:s{seed}"
+        pool = _attribute_pool(dev_pool, test_pool)
+        split = _attribute_split(pool, conf, target, p_art, n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction,
+                                 positive=positive, seed=draw_seed, exclude=exclude)
+        tag = f"|{conf.name}={conf.value}:p{p_art:g}:s{draw_seed}{rtag}"
         dev, iid, ood = (pool.subset(split[k]) for k in ("dev", "iid", "ood"))
         dev.name, iid.name = pool.name + tag + ":dev", pool.name + tag + ":iid"
-        ood.name = pool.name + f"|{conf.name}={conf.value}:ood:s{seed}"
+        ood.name = pool.name + f"|{conf.name}={conf.value}:ood:s{draw_seed}{rtag}"
         return ConfoundedSets(
             dev,
             iid,
@@ -280,7 +273,45 @@ def experiment_sets(
             float(p_art),
             positive,
         )
-    dev_idx, test_idx = _fitting(
+    dev_idx, test_idx = _image_split(dev_pool, test_pool, target, n_dev=n_dev, n_test=n_test,
+                                     pos_fraction=pos_fraction, positive=positive, seed=draw_seed, exclude=exclude)
+    dev = dev_pool.subset(dev_idx)
+    test = (dev_pool if test_pool is None else test_pool).subset(test_idx)
+    dev.name += f"[dev n={n_dev} pos={pos_fraction:g} s{draw_seed}{rtag}]"
+    test.name += f"[test n={n_test} pos={pos_fraction:g} s{draw_seed}{rtag}]"
+    return confounded_sets(dev, test, conf, p_art, positive=positive, seed=draw_seed, cache=cache, store=store)
+
+
+def _attribute_pool(dev_pool: Any, test_pool: Any | None) -> Any:
+    return dev_pool if test_pool is None else _concat([dev_pool, test_pool], name=dev_pool.name)
+
+
+def _attribute_split(pool: Any, conf: Confounder, target: str, p_art: float, *, n_dev: int, n_test: int,
+                     pos_fraction: float, positive: int, seed: int, exclude: np.ndarray | None) -> dict[str, Any]:
+    if pool.meta is None or conf.attribute not in pool.meta.columns:
+        cols = [] if pool.meta is None else list(pool.meta.columns)
+        raise ConfigError(
+            f"confounder {conf.name!r} needs a {conf.attribute!r} column in {target}'s labels.csv; "
+            f"it has: {', '.join(cols) or 'no metadata'}"
+        )
+    meta = pool.meta.copy()
+    meta["__label"] = pool.labels
+    meta["__group"] = pool.groups if pool.groups is not None else np.arange(len(pool)).astype(str)
+    return _fitting(
+        lambda nd, nt: attribute_confounded_split(
+            meta, "__label", conf.attribute, p_art, value=conf.value, n_dev=nd, n_test=nt,
+            pos_fraction=pos_fraction, positive=positive, group="__group", seed=seed, test_exclude=exclude,
+        ),
+        n_dev,
+        n_test,
+        target,
+    )
+
+
+def _image_split(dev_pool: Any, test_pool: Any | None, target: str, *, n_dev: int, n_test: int,
+                 pos_fraction: float, positive: int, seed: int,
+                 exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    return _fitting(
         lambda nd, nt: split_dev_test(
             dev_pool.labels,
             n_dev=nd,
@@ -290,16 +321,52 @@ def experiment_sets(
             groups=dev_pool.groups if test_pool is None else None,
             test_labels=None if test_pool is None else test_pool.labels,
             seed=seed,
+            test_exclude=exclude,
         ),
         n_dev,
         n_test,
         target,
     )
-    dev = dev_pool.subset(dev_idx)
-    test = (dev_pool if test_pool is None else test_pool).subset(test_idx)
-    dev.name += f"[dev n={n_dev} pos={pos_fraction:g} s{seed}]"
-    test.name += f"[test n={n_test} pos={pos_fraction:g} s{seed}]"
-    return confounded_sets(dev, test, conf, p_art, positive=positive, seed=seed, cache=cache, store=store)
+
+
+def replicate_test_indices(
+    target: str,
+    confounder: str | Confounder,
+    replicates: int,
+    *,
+    size: int,
+    n_dev: int,
+    n_test: int,
+    pos_fraction: float,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """The test images of replicates ``0 .. replicates-1`` of :func:`experiment_sets`, as sorted indices into
+    the target's test pool (MedMNIST: its official test split; ``csv:``: the one pool).
+
+    Each replicate's test set avoids the images (and, on ``csv:`` targets, the patients / groups) of the
+    earlier ones, so the returned arrays are pairwise disjoint: the replicates of a verdict do not share test
+    images. Attribute confounders count every image either test set (i.i.d. at any ``p_art``, o.o.d.) may use.
+    """
+    conf = get_confounder(confounder)
+    positive = positive_class(target)
+    dev_pool, test_pool = load_pools(target, size)
+    pool = _attribute_pool(dev_pool, test_pool) if conf.kind == "attribute" else (
+        dev_pool if test_pool is None else test_pool)
+    out: list[np.ndarray] = []
+    for r in range(int(replicates)):
+        exclude = np.isin(np.arange(len(pool)), np.concatenate(out)) if out else None
+        if conf.kind == "attribute":
+            used = [
+                _attribute_split(pool, conf, target, p, n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction,
+                                 positive=positive, seed=seed + r, exclude=exclude)
+                for p in (0.0, 1.0)
+            ]
+            idx = np.concatenate([u[k] for u in used for k in ("iid", "ood")])
+        else:
+            idx = _image_split(dev_pool, test_pool, target, n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction,
+                               positive=positive, seed=seed + r, exclude=exclude)[1]
+        out.append(np.unique(idx))
+    return out
 
 
 def _fitting(draw: Callable[[int, int], Any], n_dev: int, n_test: int, target: str) -> Any:
@@ -417,15 +484,41 @@ class SweepRun:
         }
 
 
-def _units(target: str, confounder: Confounder, sources: Mapping[str, str], finetune: train.FinetuneConfig, *,
-           p_arts: Sequence[float], folds: int, size: int, n_dev: int, n_test: int, pos_fraction: float,
-           val_fraction: float, seed: int, store: results.Store | None) -> Iterator[tuple]:
-    """The fine-tunes of a sweep in order: (p_art, fold, role, spec, sets, train, val, config)."""
-    for p in p_arts:
+#: How the folds of a sweep differ. ``splits``: train/validation splits of one development set, one test set
+#: for all (Chapter 5, and Chapter 4's earlier protocol); ``kfold``: fold k is replicate k of
+#: :func:`experiment_sets`, with its own development draw and a test set disjoint from the other folds'.
+FOLD_SCHEMES: tuple[str, ...] = ("splits", "kfold")
+
+
+def _fold_sets(target: str, confounder: Confounder, p: float, *, folds: int, scheme: str, size: int, n_dev: int,
+               n_test: int, pos_fraction: float, val_fraction: float, seed: int,
+               store: results.Store | None) -> Iterator[tuple[int, ConfoundedSets, np.ndarray, np.ndarray]]:
+    """(fold, sets, train_idx, val_idx) of one ``p_art`` under a fold scheme."""
+    if scheme not in FOLD_SCHEMES:
+        raise unknown_choice("fold scheme", scheme, FOLD_SCHEMES)
+    if scheme == "splits":
         sets = experiment_sets(target, confounder, p, size=size, n_dev=n_dev, n_test=n_test,
                                pos_fraction=pos_fraction, seed=seed, store=store)
         splits = dev_splits(sets.dev.labels, k=folds, val_fraction=val_fraction, groups=sets.dev.groups, seed=seed)
         for k, (tr, va) in enumerate(splits):
+            yield k, sets, tr, va
+        return
+    for k in range(int(folds)):
+        sets = experiment_sets(target, confounder, p, size=size, n_dev=n_dev, n_test=n_test,
+                               pos_fraction=pos_fraction, seed=seed, replicate=k, store=store)
+        tr, va = dev_splits(sets.dev.labels, k=1, val_fraction=val_fraction, groups=sets.dev.groups, seed=seed + k)[0]
+        yield k, sets, tr, va
+
+
+def _units(target: str, confounder: Confounder, sources: Mapping[str, str], finetune: train.FinetuneConfig, *,
+           p_arts: Sequence[float], folds: int, size: int, n_dev: int, n_test: int, pos_fraction: float,
+           val_fraction: float, seed: int, store: results.Store | None,
+           scheme: str = "splits") -> Iterator[tuple]:
+    """The fine-tunes of a sweep in order: (p_art, fold, role, spec, sets, train, val, config)."""
+    for p in p_arts:
+        for k, sets, tr, va in _fold_sets(target, confounder, p, folds=folds, scheme=scheme, size=size, n_dev=n_dev,
+                                          n_test=n_test, pos_fraction=pos_fraction, val_fraction=val_fraction,
+                                          seed=seed, store=store):
             trn, val = sets.dev.subset(tr), sets.dev.subset(va)
             cfg = dataclasses.replace(finetune, seed=finetune.seed + k)
             for role, spec in sources.items():
@@ -449,19 +542,22 @@ def sweep(
     store: results.Store | None = None,
     profile: Any = None,
     progress: bool = True,
+    scheme: str = "splits",
 ) -> Iterator[SweepRun]:
     """Fine-tune every source at every ``p_art`` and fold (Sec. 4.2.2 / 5.1.2), one :class:`SweepRun` each.
 
     For each ``p_art`` the development and test sets come from :func:`experiment_sets`; the development set is
     split into ``folds`` train/validation splits (:func:`cfct.shortcuts.dev_splits`, group-disjoint); fold
-    ``k`` fine-tunes with seed ``finetune.seed + k``. Every fine-tune and every o.o.d. evaluation is cached in
-    the results store, so a chapter that shares runs with another computes them once.
+    ``k`` fine-tunes with seed ``finetune.seed + k``. ``scheme='kfold'`` (:data:`FOLD_SCHEMES`) instead makes
+    fold ``k`` replicate ``k`` of :func:`experiment_sets`: its own development draw and one train/val split, and
+    a test set disjoint from the other folds' (real replicates for a verdict). Every fine-tune and every o.o.d.
+    evaluation is cached in the results store, so a chapter that shares runs with another computes them once.
     """
     plan = [(p, k, role) for p in p_arts for k in range(int(folds)) for role in sources]
     bar = tqdm(total=len(plan), desc=f"{target} / {confounder.name}", disable=not progress)
     for p, k, role, spec, sets, trn, val, cfg in _units(
         target, confounder, sources, finetune, p_arts=p_arts, folds=folds, size=size, n_dev=n_dev, n_test=n_test,
-        pos_fraction=pos_fraction, val_fraction=val_fraction, seed=seed, store=store,
+        pos_fraction=pos_fraction, val_fraction=val_fraction, seed=seed, store=store, scheme=scheme,
     ):
         bar.set_postfix_str(f"p_art={p:g} fold={k} {role}")
         res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False)
@@ -484,12 +580,12 @@ def _sweep_job(index: int, what: str, arguments: Mapping[str, Any], profile: Any
 
 def sweep_jobs(target: str, confounder: Confounder, sources: Mapping[str, str], finetune: train.FinetuneConfig, *,
                p_arts: Sequence[float], folds: int, size: int, n_dev: int, n_test: int, pos_fraction: float,
-               val_fraction: float, seed: int = 0, profile: Any = None) -> list[Job]:
+               val_fraction: float, seed: int = 0, profile: Any = None, scheme: str = "splits") -> list[Job]:
     """The store runs of :func:`sweep` (same arguments): each fine-tune (stage 1) and its o.o.d. predictions
     (stage 2). Planning builds the confounded sets (cached in the store, as the sweep would)."""
     arguments = {"target": target, "confounder": confounder, "sources": dict(sources), "finetune": finetune,
                  "p_arts": tuple(p_arts), "folds": folds, "size": size, "n_dev": n_dev, "n_test": n_test,
-                 "pos_fraction": pos_fraction, "val_fraction": val_fraction, "seed": seed}
+                 "pos_fraction": pos_fraction, "val_fraction": val_fraction, "seed": seed, "scheme": scheme}
     out = pretrain_jobs(sources.values(), profile)
     for i, (_, _, _, spec, sets, trn, val, cfg) in enumerate(_units(**arguments, store=None)):
         key = train.finetune_config(spec, trn, val, sets.iid, cfg, profile=profile)
