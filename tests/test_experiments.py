@@ -191,3 +191,15 @@ def test_layer_claims_rules() -> None:
     assert claims.iloc[0] and claims.iloc[1] and claims.iloc[2]
     assert not claims.iloc[3]  # random pair (0.3) is not above fine-tuned natural vs medical (0.4)
     assert not claims.iloc[4]  # conv1: natural-medical 0.5 vs random 0.3 differ by 0.2 >= CLOSE
+
+
+def test_chapter_5_variant_sentence() -> None:
+    from cfct.spectral import VariantComparison
+
+    small = VariantComparison(0.01, 0.30, 0.31, 0.01, 0.02)
+    large = VariantComparison(0.05, 0.30, 0.20, -0.10, 0.02)
+    assert "change little (every" in ch5.variant_sentence({"CT": small})
+    text = ch5.variant_sentence({"CT": small, "NLM": large})
+    assert "not a detail" in text and "axis in NLM." in text and "0.300 -> 0.200" in text
+    with pytest.raises(ConfigError, match="tolerances"):
+        ch5.variant_sentence({"a": small, "b": VariantComparison(0.0, 0.3, 0.3, 0.0, 0.05)})

@@ -500,6 +500,14 @@ def _source_priority_job(spec: str, probe: Mapping[str, Any], n_images: int, pro
                                                         "predicted", n_images))
 
 
+def _source_chunk_priority_job(spec: str, probe: Mapping[str, Any], fold: int, folds: int, n_images: int,
+                               profile: Any, store: results.Store) -> results.Run:
+    chunk = probe_chunks(probe_set(**probe), folds, n_images)[fold]
+    source_priority(spec, chunk, n_images=len(chunk), profile=profile, store=store)
+    return store.get("learning-priority", _priority_key(_source_model_key(spec, chunk.images.shape[1], profile),
+                                                        chunk, "predicted", len(chunk)))
+
+
 def _finetuned_priority_job(index: int, arguments: Mapping[str, Any], probe: Mapping[str, Any], n_images: int,
                             profile: Any, store: results.Store) -> results.Run:
     finetune_run = robustness._sweep_job(index, "finetune", arguments, profile, store)
@@ -530,11 +538,18 @@ def _experiment_jobs(cfg: ChapterConfig, plan: Mapping[str, Any], roles: Mapping
             key = _priority_key({"finetune": job.key}, ds, "true", cfg.priority_images)
             out.append(Job("learning-priority", key, stage + 2, functools.partial(
                 _finetuned_priority_job, i, arguments, probe, cfg.priority_images, cfg.profile)))
+        chunks = probe_chunks(ds, cfg.folds, cfg.priority_images)
         for spec in roles.values():
             key = _priority_key(_source_model_key(spec, cfg.image_size, cfg.profile), ds, "predicted",
                                 cfg.priority_images)
             out.append(Job("learning-priority", key, stage + 1, functools.partial(
                 _source_priority_job, spec, probe, cfg.priority_images, cfg.profile)))
+            # the claims' replicates: the same source on each fold's chunk of the probe images
+            for fold, chunk in enumerate(chunks):
+                key = _priority_key(_source_model_key(spec, cfg.image_size, cfg.profile), chunk, "predicted",
+                                    len(chunk))
+                out.append(Job("learning-priority", key, stage + 1, functools.partial(
+                    _source_chunk_priority_job, spec, probe, fold, cfg.folds, cfg.priority_images, cfg.profile)))
     return out
 
 
@@ -826,10 +841,26 @@ def claims_data(table: pd.DataFrame, *, ct_target: str, denoise_target: str,
     return out
 
 
+#: The chapter's section (MyST target) that shows each claim's data, for the ledger's links.
+CLAIM_SECTIONS = {
+    "ch5.natural-prone-noise-shortcut": "ch5-baseline", "ch5.natural-prone-denoise-shortcut": "ch5-baseline",
+    "ch5.iid-competitive": "ch5-baseline", "ch5.random-unstable": "ch5-baseline",
+    "ch5.natural-priority-higher-frequency": "ch5-priority", "ch5.priority-stable-after-ft": "ch5-priority",
+    "ch5.priority-peak-shifts-up": "ch5-priority", "ch5.noise-artifact-mid-high": "ch5-overlap",
+    "ch5.denoise-artifact-mid-high": "ch5-overlap", "ch5.natural-overlaps-artifact": "ch5-overlap",
+    "ch5.overlap-predicts-shortcut": "ch5-editing", "ch5.whitened-medical-picks-up-shortcut": "ch5-editing",
+    "ch5.whitened-priority-higher": "ch5-editing", "ch5.lowpass-natural-more-robust": "ch5-editing",
+    "ch5.lowpass-natural-noninferior-to-medical": "ch5-editing", "ch5.lowpass-priority-like-medical": "ch5-editing",
+}
+
+
 def claims_evidence(table: pd.DataFrame, *, ct_target: str, denoise_target: str, profile: str = "",
                     priorities: pd.DataFrame | None = None, artifacts: pd.DataFrame | None = None,
-                    sources: str = "", link: str = "") -> dict[str, claims.Evidence]:
+                    sources: str = "", page: str = "") -> dict[str, claims.Evidence]:
     """:func:`cfct.claims.evaluate` on every Chapter 5 claim :func:`claims_data` can build from these tables.
+
+    ``page`` (e.g. ``"05_frequency_shortcuts.html"``) is joined with the claim's section of
+    :data:`CLAIM_SECTIONS` into the evidence's link.
 
     Returns
     -------
@@ -838,7 +869,8 @@ def claims_evidence(table: pd.DataFrame, *, ct_target: str, denoise_target: str,
     """
     found = claims_data(table, ct_target=ct_target, denoise_target=denoise_target, priorities=priorities,
                         artifacts=artifacts)
-    return {c.id: claims.evaluate(c, found[c.id], profile=profile, sources=sources, link=link)
+    return {c.id: claims.evaluate(c, found[c.id], profile=profile, sources=sources,
+                                  link=f"{page}#{CLAIM_SECTIONS[c.id]}" if page else "")
             for c in claims.registry(5) if c.id in found}
 
 
@@ -875,3 +907,23 @@ def replicate_note(evidence: Mapping[str, claims.Evidence], minimum: int = 3) ->
             + ", ".join(f"`{i}`: n = {'/'.join(map(str, n))}" for i, n in short.items())
             + "): the declared rules give them no verdict (inconclusive, too few replicates); run with "
             f"`folds={minimum}` or more.")
+
+
+def variant_sentence(comparisons: Mapping[str, Any]) -> str:
+    """The sentence on how much the exponent of Eq. 5.1 changes normalised curves, from
+    :func:`cfct.spectral.compare_psd_variants` results (label -> :class:`~cfct.spectral.VariantComparison`)."""
+    if not comparisons:
+        raise ConfigError("variant_sentence needs at least one comparison")
+    tolerances = {float(c.tolerance) for c in comparisons.values()}
+    if len(tolerances) != 1:
+        raise ConfigError(f"the comparisons use different tolerances {sorted(tolerances)}")
+    tol = tolerances.pop()
+    parts = "; ".join(f"{label}: centroid {c.centroid_a:.3f} -> {c.centroid_b:.3f}, largest difference of the "
+                      f"normalised curves {c.max_abs_difference:.3f}" for label, c in comparisons.items())
+    moved = [label for label, c in comparisons.items() if not c.changes_little]
+    if not moved:
+        verdict = f"the normalised curves change little (every centroid moves by less than {tol:g})"
+    else:
+        verdict = (f"the exponent is not a detail: the centroid moves by {tol:g} or more on the normalised "
+                   f"frequency axis in {', '.join(moved)}")
+    return f"Magnitude (Eq. 5.1) vs power spectrum ({parts}): {verdict}."
