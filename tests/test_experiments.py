@@ -203,3 +203,29 @@ def test_chapter_5_variant_sentence() -> None:
     assert "not a detail" in text and "axis in NLM." in text and "0.300 -> 0.200" in text
     with pytest.raises(ConfigError, match="tolerances"):
         ch5.variant_sentence({"a": small, "b": VariantComparison(0.0, 0.3, 0.3, 0.0, 0.05)})
+
+
+def test_chapter_5_quick_profile_gives_every_claim_three_replicates() -> None:
+    """The quick profile's folds and degradations, through the chapter's tables, give each arm >= 3 replicates."""
+    from cfct.chapters import resolve
+
+    cfg = resolve("5", profile="quick")
+    rng = np.random.default_rng(1)
+    roles = ["natural", "medical", "random", ch5.LOWPASS_ROLE, ch5.WHITENED_ROLE]
+    targets = [cfg.ct_target, cfg.denoise_target]
+    table = pd.DataFrame([{"target": t, "source": s, "p_art": p, "fold": f, "ood_auc": rng.uniform(0.5, 1),
+                           "iid_auc": rng.uniform(0.5, 1)}
+                          for t in targets for s in roles for p in cfg.p_arts for f in range(cfg.folds)])
+    k = np.arange(cfg.image_size // 2)
+    pre = pd.concat([pd.DataFrame({"target": t, "source": s, "fold": f, "k": k, "psd": rng.uniform(1, 2, len(k))})
+                     for t in targets for s in roles for f in range(cfg.folds)])
+    tuned = pd.concat([pd.DataFrame({"target": t, "source": s, "fold": f, "p_art": p, "k": k,
+                                     "psd": rng.uniform(1, 2, len(k))})
+                       for t in targets for s in roles for p in cfg.p_arts for f in range(cfg.folds)])
+    art = pd.concat([pd.DataFrame({"target": t, "fold": f, "k": k, "psd": rng.uniform(1, 2, len(k)),
+                                   "mid_high_fraction": 0.6}) for t in targets for f in range(cfg.folds)])
+    ev = ch5.claims_evidence(table, ct_target=cfg.ct_target, denoise_target=cfg.denoise_target,
+                             priorities=ch5.fold_priorities(pre, art, tuned), artifacts=art, profile="quick")
+    assert set(ev) == {c.id for c in claims.registry(5)}
+    assert min(min(e.n) for e in ev.values()) >= 3, {i: e.n for i, e in ev.items()}
+    assert ch5.replicate_note(ev).startswith("Every one of the 16 verdicts")
