@@ -201,6 +201,8 @@ _CH5: tuple[Param, ...] = (
           from_profile=lambda p: f"pretrained:{p.arch}:medmnist-lto:breastmnist", check=check_source),
     Param("arch", str, None, "architecture of the random-initialisation baseline",
           from_profile=lambda p: p.arch, check=check_arch),
+    # quick: the clean and the fully degraded level with 3 folds each (the claims' replicates) instead of six
+    # levels with one fold: the same number of fine-tunes
     Param("p_arts", float, None, "shares p_art of positive training images with the artifact (5.1.2: degradation)",
           many=True, check=_check_fraction("p_art"),
           from_profile=by_profile(smoke="0,1", quick="0,1", paper="0,0.1,0.2,0.5,0.8,1")),

@@ -905,3 +905,85 @@ def spectral_overlap(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------------------
 
 
+
+
+def band_fraction(psd: np.ndarray, above: float = 1 / 3) -> float:
+    """Share of a PSD's total above a normalised frequency: ``sum(p[omega_bar > above]) / sum(p)`` (0 to 1).
+
+    5.2.3's "mid-to-high frequencies" read as the band above a third of the highest frequency kept
+    (``above=1/3``, declared with the claim in ``claims_registry.yaml``).
+    """
+    psd = np.asarray(psd, dtype=np.float64)
+    if psd.ndim != 1 or len(psd) < 2:
+        raise ConfigError(f"band_fraction needs one PSD curve of at least 2 bins, got shape {psd.shape}")
+    if not 0.0 <= float(above) < 1.0:
+        raise ConfigError(f"above must lie in [0, 1), got {above}")
+    high = normalized_frequencies(len(psd)) > float(above)
+    return float(psd[high].sum() / max(psd.sum(), np.finfo(float).tiny))
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantComparison:
+    """How much two variants of :func:`radial_psd` differ once normalised (:func:`compare_psd_variants`).
+
+    Attributes
+    ----------
+    max_abs_difference : float
+        Largest absolute difference between the two sum-normalised mean curves (densities over the bins).
+    centroid_a, centroid_b : float
+        Spectral centroids (:func:`spectral_centroid`) of the two mean curves.
+    centroid_shift : float
+        ``centroid_b - centroid_a``.
+    tolerance : float
+        The centroid shift below which the variants "change little" (on the normalised frequency axis).
+    """
+
+    max_abs_difference: float
+    centroid_a: float
+    centroid_b: float
+    centroid_shift: float
+    tolerance: float
+
+    @property
+    def changes_little(self) -> bool:
+        """True when the centroid moves by less than ``tolerance``."""
+        return abs(self.centroid_shift) < self.tolerance
+
+
+def compare_psd_variants(
+    images: ArrayLike,
+    a: Mapping[str, Any] | None = None,
+    b: Mapping[str, Any] | None = None,
+    *,
+    tolerance: float = 0.02,
+) -> VariantComparison:
+    """Compare two variants of :func:`radial_psd` on the same images, after normalising each mean curve.
+
+    Parameters
+    ----------
+    images : ndarray or Tensor
+        Any batch :func:`radial_psd` accepts (uint8 is cast to float).
+    a, b : mapping, optional
+        Keyword arguments of :func:`radial_psd` for each variant. Default: Eq. 5.1 as printed
+        (``exponent=1``) against the power spectrum (``exponent=2``), both angular integrals.
+    tolerance : float
+        Centroid shift (normalised frequency, 0 to 1) below which the curves "change little".
+
+    Returns
+    -------
+    VariantComparison
+    """
+    if not tolerance > 0:
+        raise ConfigError(f"tolerance must be positive, got {tolerance}")
+    a = {"exponent": 1.0} if a is None else dict(a)
+    b = {"exponent": 2.0} if b is None else dict(b)
+    x = _to_float64(images)
+    curves = []
+    for kwargs in (a, b):
+        psd = np.asarray(radial_psd(x, **kwargs))
+        curves.append(psd if psd.ndim == 1 else psd.mean(axis=0))
+    if curves[0].shape != curves[1].shape:
+        raise IncompatibleError(f"the two variants give different bins: {curves[0].shape} vs {curves[1].shape}")
+    ca, cb = spectral_centroid(curves[0]), spectral_centroid(curves[1])
+    diff = float(np.abs(normalize_psd(curves[0]) - normalize_psd(curves[1])).max())
+    return VariantComparison(diff, ca, cb, cb - ca, float(tolerance))

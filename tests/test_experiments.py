@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cfct import stats
+from cfct import claims, stats
 from cfct.errors import ConfigError
 from cfct.experiments import ch3, ch4, ch5, transfer
 
@@ -145,15 +145,104 @@ def test_claims_evidence_mismatched_or_too_few_replicates() -> None:
         ch4.claims_evidence(table.drop(columns="fold"))
 
 
-def test_chapter_5_comparisons() -> None:
-    robust = pd.DataFrame({"target": ["t", "t", "u"], "source": ["natural", "medical", "natural"],
-                           "ood_auc_mean_degraded": [0.6, 0.7, 0.5]})
-    (only,) = ch5.source_comparison(robust, "natural", "medical")  # u has no medical row
-    assert only.estimate == pytest.approx(-0.1) and "the medical source is the more robust here" in only.sentence
+def _ch5_table(drop_fold: int | None = None) -> pd.DataFrame:
+    """Fine-tunes of two targets: medical keeps its o.o.d. AUC when degraded, natural loses 0.3; i.i.d. equal."""
+    rng = np.random.default_rng(0)
+    ood = {"natural": 0.6, "medical": 0.9, "random": 0.7, "natural edited": 0.92, "medical edited": 0.65}
+    rows = []
+    for target in ("ct", "dn"):
+        for fold in range(4):
+            for source, degraded in ood.items():
+                if source == "natural" and fold == drop_fold:
+                    continue
+                for p_art in (0.0, 1.0):
+                    noise = rng.normal(0, 0.005)
+                    spread = 0.1 * (fold % 2) if source == "random" else 0.0
+                    rows.append({"target": target, "source": source, "p_art": p_art, "fold": fold,
+                                 "ood_auc": (0.9 if p_art == 0 else degraded) + noise + spread,
+                                 "iid_auc": 0.9 + rng.normal(0, 0.005)})
+    return pd.DataFrame(rows)
+
+
+def test_chapter_5_claims_evidence_known_verdicts() -> None:
+    table = _ch5_table()
+    rob = ch5.fold_robustness(table).set_index(["target", "source", "fold"])
+    assert rob.loc[("ct", "medical", 0), "ood_drop"] == pytest.approx(0.0, abs=0.02)
+    assert rob.loc[("ct", "natural", 0), "ood_drop"] == pytest.approx(0.3, abs=0.02)
+    ev = ch5.claims_evidence(table, ct_target="ct", denoise_target="dn", profile="smoke")
+    assert list(ev) == [c.id for c in claims.registry(5) if c.id in ev]  # registry order
+    assert ev["ch5.natural-prone-noise-shortcut"].verdict == "holds"
+    assert ev["ch5.natural-prone-noise-shortcut"].estimate == pytest.approx(0.3, abs=0.01)
+    assert ev["ch5.natural-prone-noise-shortcut"].n == (4,)
+    assert ev["ch5.iid-competitive"].verdict == "holds" and ev["ch5.iid-competitive"].n == (8,)
+    assert ev["ch5.random-unstable"].verdict == "holds"  # random alternates 0.1 between folds
+    assert ev["ch5.whitened-medical-picks-up-shortcut"].verdict == "holds"
+    assert ev["ch5.lowpass-natural-more-robust"].verdict == "holds"
+    assert ev["ch5.lowpass-natural-noninferior-to-medical"].verdict == "holds"
+    # swapping the sources' roles turns the clear effect into a contradiction
+    swapped = table.replace({"source": {"natural": "medical", "medical": "natural"}})
+    assert ch5.claims_evidence(swapped, ct_target="ct", denoise_target="dn")[
+        "ch5.natural-prone-denoise-shortcut"].verdict == "contradicted"
+    # no edited sources (an imagenet: natural source): their claims are left to the ledger as not run
+    plain = ch5.claims_evidence(table[~table.source.str.endswith("edited")], ct_target="ct", denoise_target="dn")
+    assert "ch5.lowpass-natural-more-robust" not in plain and "ch5.natural-prone-noise-shortcut" in plain
+    # one fold: too few replicates, no verdict; the note says so
+    one = ch5.claims_evidence(table[table.fold == 0], ct_target="ct", denoise_target="dn")
+    assert one["ch5.natural-prone-noise-shortcut"].verdict == "inconclusive"
+    assert "too few" in one["ch5.natural-prone-noise-shortcut"].reason
+    assert one["ch5.random-unstable"].n == (0, 0)
+    assert "fewer than 3 replicates" in ch5.replicate_note(one) and "at least 3" in ch5.replicate_note(
+        {k: v for k, v in ev.items() if min(v.n) >= 3})
+    line = ch5.evidence_sentence(ev["ch5.natural-prone-noise-shortcut"])
+    assert "**holds**" in line and "medical - natural = +0.3" in line and "95% CI" in line
+
+
+def test_chapter_5_collapsed_runs() -> None:
     table = pd.DataFrame({"target": "t", "source": ["a", "a", "b"], "iid_auc": [0.5, 0.7, 0.5],
                           "ood_auc": [0.5, 0.6, 0.4]})
     (collapsed,) = ch5.collapsed_runs(table)
     assert collapsed.estimate == 0.5 and "1 of 2 fine-tunes" in collapsed.sentence
+
+
+def test_chapter_5_claims_evidence_pairs_by_key_not_row_order() -> None:
+    table = _ch5_table()
+    shuffled = table.sample(frac=1.0, random_state=1)
+    a = ch5.claims_evidence(table, ct_target="ct", denoise_target="dn")["ch5.natural-prone-noise-shortcut"]
+    b = ch5.claims_evidence(shuffled, ct_target="ct", denoise_target="dn")["ch5.natural-prone-noise-shortcut"]
+    assert a.estimate == pytest.approx(b.estimate) and a.ci_low == pytest.approx(b.ci_low)
+    with pytest.raises(ConfigError, match="only one arm"):
+        ch5.claims_evidence(_ch5_table(drop_fold=2), ct_target="ct", denoise_target="dn")
+
+
+def test_chapter_5_priority_claims() -> None:
+    k = np.arange(8)
+    low, high = np.exp(-k / 2.0), np.exp(-(k - 6.0) ** 2)
+    rows, tuned, art = [], [], []
+    for fold in range(3):
+        for source, curve in (("natural", high), ("medical", low), ("medical edited", high), ("natural edited", low)):
+            psd = curve * (1 + 0.01 * fold) + 1e-3 * (fold + 1)
+            rows.append(pd.DataFrame({"target": "ct", "source": source, "fold": fold, "k": k, "psd": psd}))
+            for p_art in (0.0, 1.0):  # fine-tuning keeps the shape, pushes a little power up
+                tuned.append(pd.DataFrame({"target": "ct", "source": source, "fold": fold, "p_art": p_art, "k": k,
+                                           "psd": psd * (1 + k / 7)}))
+        art.append(pd.DataFrame({"target": "ct", "fold": fold, "k": k, "psd": high + 1e-3,
+                                 "mid_high_fraction": 0.9 + 0.01 * fold}))
+    pretrained, artifacts = pd.concat(rows), pd.concat(art)
+    pri = ch5.fold_priorities(pretrained, artifacts, pd.concat(tuned))
+    nat = pri[(pri.source == "natural") & (pri.fold == 0)].iloc[0]
+    assert nat.centroid_pretrained > 0.7 and nat.overlap > 0.9 and nat.similarity_own > nat.similarity_other
+    table = _ch5_table()
+    table = table[table.target == "ct"]
+    table = table[table.fold < 3]
+    ev = ch5.claims_evidence(table, ct_target="ct", denoise_target="dn", priorities=pri, artifacts=artifacts)
+    for cid in ("ch5.natural-priority-higher-frequency", "ch5.natural-overlaps-artifact",
+                "ch5.whitened-priority-higher", "ch5.priority-stable-after-ft", "ch5.priority-peak-shifts-up",
+                "ch5.noise-artifact-mid-high"):
+        assert ev[cid].verdict == "holds", (cid, ev[cid])
+    assert ev["ch5.lowpass-priority-like-medical"].verdict == "holds"  # same curve as medical: within 0.05
+    assert "ch5.denoise-artifact-mid-high" not in ev  # no artifact rows for the NLM target
+    assert ev["ch5.overlap-predicts-shortcut"].n == (12,)
+    assert set(ev) <= {c.id for c in claims.registry(5)}
 
 
 def test_layer_claims_rules() -> None:
@@ -168,3 +257,41 @@ def test_layer_claims_rules() -> None:
     assert claims.iloc[0] and claims.iloc[1] and claims.iloc[2]
     assert not claims.iloc[3]  # random pair (0.3) is not above fine-tuned natural vs medical (0.4)
     assert not claims.iloc[4]  # conv1: natural-medical 0.5 vs random 0.3 differ by 0.2 >= CLOSE
+
+
+def test_chapter_5_variant_sentence() -> None:
+    from cfct.spectral import VariantComparison
+
+    small = VariantComparison(0.01, 0.30, 0.31, 0.01, 0.02)
+    large = VariantComparison(0.05, 0.30, 0.20, -0.10, 0.02)
+    assert "change little (every" in ch5.variant_sentence({"CT": small})
+    text = ch5.variant_sentence({"CT": small, "NLM": large})
+    assert "not a detail" in text and "axis in NLM." in text and "0.300 -> 0.200" in text
+    with pytest.raises(ConfigError, match="tolerances"):
+        ch5.variant_sentence({"a": small, "b": VariantComparison(0.0, 0.3, 0.3, 0.0, 0.05)})
+
+
+def test_chapter_5_quick_profile_gives_every_claim_three_replicates() -> None:
+    """The quick profile's folds and degradations, through the chapter's tables, give each arm >= 3 replicates."""
+    from cfct.chapters import resolve
+
+    cfg = resolve("5", profile="quick")
+    rng = np.random.default_rng(1)
+    roles = ["natural", "medical", "random", ch5.LOWPASS_ROLE, ch5.WHITENED_ROLE]
+    targets = [cfg.ct_target, cfg.denoise_target]
+    table = pd.DataFrame([{"target": t, "source": s, "p_art": p, "fold": f, "ood_auc": rng.uniform(0.5, 1),
+                           "iid_auc": rng.uniform(0.5, 1)}
+                          for t in targets for s in roles for p in cfg.p_arts for f in range(cfg.folds)])
+    k = np.arange(cfg.image_size // 2)
+    pre = pd.concat([pd.DataFrame({"target": t, "source": s, "fold": f, "k": k, "psd": rng.uniform(1, 2, len(k))})
+                     for t in targets for s in roles for f in range(cfg.folds)])
+    tuned = pd.concat([pd.DataFrame({"target": t, "source": s, "fold": f, "p_art": p, "k": k,
+                                     "psd": rng.uniform(1, 2, len(k))})
+                       for t in targets for s in roles for p in cfg.p_arts for f in range(cfg.folds)])
+    art = pd.concat([pd.DataFrame({"target": t, "fold": f, "k": k, "psd": rng.uniform(1, 2, len(k)),
+                                   "mid_high_fraction": 0.6}) for t in targets for f in range(cfg.folds)])
+    ev = ch5.claims_evidence(table, ct_target=cfg.ct_target, denoise_target=cfg.denoise_target,
+                             priorities=ch5.fold_priorities(pre, art, tuned), artifacts=art, profile="quick")
+    assert set(ev) == {c.id for c in claims.registry(5)}
+    assert min(min(e.n) for e in ev.values()) >= 3, {i: e.n for i, e in ev.items()}
+    assert ch5.replicate_note(ev).startswith("Every one of the 16 verdicts")

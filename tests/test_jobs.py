@@ -111,6 +111,8 @@ def test_after_its_jobs_chapter_5_computes_nothing(monkeypatch: pytest.MonkeyPat
             ch5.frequency_shortcut_experiment(t, a, roles, n_dev=plan["sizes"][t][0], n_test=plan["sizes"][t][1],
                                               progress=False, **experiment)
         ch5.priority_table(probes, roles, n_images=cfg.priority_images, profile=cfg.profile.name)
+        ch5.source_priority_folds(probes, roles, folds=cfg.folds, n_images=cfg.priority_images,
+                                  profile=cfg.profile.name)
 
 
 def test_ch4_jobs_fold_replicates_within_budget() -> None:

@@ -454,3 +454,40 @@ def test_learning_priority_of_a_zoo_classifier_on_an_imageset(mirror) -> None:
     raw_power = spectral.learning_priority(model, (data.normalize(x, "half"), ds.labels), normalization=None,
                                            batch_size=5, device="cpu", exponent=2)
     np.testing.assert_allclose(power, 4 * raw_power, rtol=1e-4)
+
+
+def test_band_fraction_known_values() -> None:
+    # 4 bins: omega_bar 0, 1/3, 2/3, 1; "above 1/3" keeps the last two
+    assert spectral.band_fraction(np.array([1.0, 1.0, 1.0, 1.0])) == pytest.approx(0.5)
+    assert spectral.band_fraction(np.array([3.0, 1.0, 0.0, 0.0])) == pytest.approx(0.0)
+    assert spectral.band_fraction(np.array([0.0, 0.0, 1.0, 3.0]), above=0.7) == pytest.approx(0.75)
+    with pytest.raises(ConfigError, match="above"):
+        spectral.band_fraction(np.ones(4), above=1.0)
+
+
+def test_compare_psd_variants_known_cases() -> None:
+    n = np.arange(32)
+
+    def wave(r: int) -> np.ndarray:
+        return np.cos(2 * np.pi * r * n[None, :] / 32) * np.ones((32, 1))
+
+    # A flat magnitude spectrum stays flat under any exponent: the normalised curves are identical.
+    delta = np.zeros((32, 32))
+    delta[0, 0] = 1.0
+    same = spectral.compare_psd_variants(delta)
+    assert same.max_abs_difference == pytest.approx(0.0, abs=1e-12) and same.changes_little
+    # Two waves of amplitude 1 (radius 2) and 0.5 (radius 10); each bin is 2 pi x its ring mean, so a wave's bin
+    # is its magnitude (or power) over its ring's size: the power spectrum squares the amplitude ratio.
+    image = wave(2) + 0.5 * wave(10)
+    c = spectral.compare_psd_variants(image)
+    index, n_bins = spectral.radial_index(32, 32)
+    size = np.bincount(index, minlength=n_bins + 1)
+    mag = np.array([1 / size[2], 0.5 / size[10]])
+    power = np.array([1 / size[2], 0.25 / size[10]])
+    assert c.max_abs_difference == pytest.approx(power[0] / power.sum() - mag[0] / mag.sum(), rel=1e-6)
+    omega = spectral.normalized_frequencies(16)
+    assert c.centroid_a == pytest.approx((omega[2] * mag[0] + omega[10] * mag[1]) / mag.sum(), rel=1e-6)
+    assert c.centroid_shift < -0.02 and not c.changes_little
+    assert spectral.compare_psd_variants(image, tolerance=abs(c.centroid_shift) + 0.01).changes_little
+    with pytest.raises(ConfigError, match="tolerance"):
+        spectral.compare_psd_variants(image, tolerance=0)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from cfct import data, results, shortcuts, sources, stats, train
+from cfct import claims, data, results, shortcuts, sources, stats, train
 from cfct.config import ChapterConfig
 from cfct.data import ImageSet
 from cfct.errors import ConfigError, unknown_choice
@@ -24,6 +24,8 @@ from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.spectral import (
     SOURCE_EDITS,
     _check_imageset,
+    artifact_spectrum,
+    band_fraction,
     edit_source,
     get_artifact,
     learning_priority,
@@ -246,6 +248,7 @@ def frequency_shortcut_experiment(
     store: Any = None,
     profile: Any = None,
     progress: bool = True,
+    scheme: str = "kfold",
 ) -> ShortcutRuns:
     """Fine-tune every source at every p_art (degradation) and fold; o.o.d. / i.i.d. AUC and learning priorities.
 
@@ -269,7 +272,9 @@ def frequency_shortcut_experiment(
     p_arts : tuple of float
         Fractions of positive training images with the artifact.
     folds : int
-        Train/validation splits of the development set (thesis: 5).
+        Folds (thesis: 5). ``scheme='kfold'`` (Chapter 4's): each fold its own development draw and a test set
+        disjoint from the other folds', so folds are independent replicates for the claims; ``'splits'``: train/
+        validation splits of one development set, one test set.
     size : int
         Image side in px.
     n_dev, n_test : int
@@ -304,7 +309,7 @@ def frequency_shortcut_experiment(
     rows, curves = [], []
     for run in robustness.sweep(target, conf, sources, finetune, p_arts=p_arts, folds=folds, size=size,
                                 n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction, val_fraction=val_fraction,
-                                seed=seed, store=store, profile=profile, progress=progress):
+                                seed=seed, store=store, profile=profile, progress=progress, scheme=scheme):
         psd = finetuned_priority(run.result, probe, n_images=priority_images, store=store, device=finetune.device)
         rows.append(run.row())
         curves.append(pd.DataFrame({
@@ -498,6 +503,14 @@ def _source_priority_job(spec: str, probe: Mapping[str, Any], n_images: int, pro
                                                         "predicted", n_images))
 
 
+def _source_chunk_priority_job(spec: str, probe: Mapping[str, Any], fold: int, folds: int, n_images: int,
+                               profile: Any, store: results.Store) -> results.Run:
+    chunk = probe_chunks(probe_set(**probe), folds, n_images)[fold]
+    source_priority(spec, chunk, n_images=len(chunk), profile=profile, store=store)
+    return store.get("learning-priority", _priority_key(_source_model_key(spec, chunk.images.shape[1], profile),
+                                                        chunk, "predicted", len(chunk)))
+
+
 def _finetuned_priority_job(index: int, arguments: Mapping[str, Any], probe: Mapping[str, Any], n_images: int,
                             profile: Any, store: results.Store) -> results.Run:
     finetune_run = robustness._sweep_job(index, "finetune", arguments, profile, store)
@@ -520,7 +533,8 @@ def _experiment_jobs(cfg: ChapterConfig, plan: Mapping[str, Any], roles: Mapping
         ds = probe_set(**probe)
         arguments = {"target": target, "confounder": conf, "sources": dict(roles), "finetune": plan["finetune"],
                      "p_arts": tuple(cfg.p_arts), "folds": cfg.folds, "size": cfg.image_size, "n_dev": n_dev,
-                     "n_test": n_test, "pos_fraction": 0.5, "val_fraction": 0.15, "seed": cfg.seed}
+                     "n_test": n_test, "pos_fraction": 0.5, "val_fraction": 0.15, "seed": cfg.seed,
+                     "scheme": "kfold"}
         sweep = robustness.sweep_jobs(**arguments, profile=cfg.profile)
         out += [dataclasses.replace(job, stage=job.stage + stage) for job in sweep]
         finetunes = [job for job in sweep if job.kind == "finetune"]
@@ -528,11 +542,18 @@ def _experiment_jobs(cfg: ChapterConfig, plan: Mapping[str, Any], roles: Mapping
             key = _priority_key({"finetune": job.key}, ds, "true", cfg.priority_images)
             out.append(Job("learning-priority", key, stage + 2, functools.partial(
                 _finetuned_priority_job, i, arguments, probe, cfg.priority_images, cfg.profile)))
+        chunks = probe_chunks(ds, cfg.folds, cfg.priority_images)
         for spec in roles.values():
             key = _priority_key(_source_model_key(spec, cfg.image_size, cfg.profile), ds, "predicted",
                                 cfg.priority_images)
             out.append(Job("learning-priority", key, stage + 1, functools.partial(
                 _source_priority_job, spec, probe, cfg.priority_images, cfg.profile)))
+            # the claims' replicates: the same source on each fold's chunk of the probe images
+            for fold, chunk in enumerate(chunks):
+                key = _priority_key(_source_model_key(spec, cfg.image_size, cfg.profile), chunk, "predicted",
+                                    len(chunk))
+                out.append(Job("learning-priority", key, stage + 1, functools.partial(
+                    _source_chunk_priority_job, spec, probe, fold, cfg.folds, cfg.priority_images, cfg.profile)))
     return out
 
 
@@ -568,25 +589,6 @@ def jobs(cfg: ChapterConfig) -> list[Job]:
     return out
 
 
-def source_comparison(robust: pd.DataFrame, a: str, b: str, column: str = "ood_auc_mean_degraded") -> list[Finding]:
-    """Per target, which of two sources keeps the higher mean o.o.d. AUC over degraded training sets
-    (:func:`robustness_table`); ``estimate`` is source ``a``'s value minus ``b``'s, ``agrees`` None (the thesis
-    states this per source pair in prose, Sec. 5.3; the chapter prints both)."""
-    out = []
-    for target, d in robust.groupby("target", sort=False):
-        va, vb = d[d.source == a][column], d[d.source == b][column]
-        if va.empty or vb.empty:
-            continue
-        va, vb = float(va.iloc[0]), float(vb.iloc[0])
-        winner = a if va > vb else b
-        out.append(Finding(
-            f"{a} vs {b} o.o.d. AUC on {target}", va - vb, None,
-            f"* **{target}**: mean o.o.d. AUC over degraded training sets: {a} {va:.3f}, {b} {vb:.3f} "
-            f"(the {winner} source is the more robust here).",
-        ))
-    return out
-
-
 def collapsed_runs(table: pd.DataFrame) -> list[Finding]:
     """Fine-tunes that predict one constant score for every test image (AUC exactly 0.5 on both test sets),
     per target and source: their o.o.d. AUC says nothing about robustness."""
@@ -601,3 +603,331 @@ def collapsed_runs(table: pd.DataFrame) -> list[Finding]:
             "o.o.d. AUC says nothing about robustness.",
         ))
     return out
+
+
+# ------------------------------------------------------------------------------------------------ claims ledger
+#: Roles of the edited sources of 5.2.4 (the notebook's ``edit_plan`` keys).
+LOWPASS_ROLE, WHITENED_ROLE = "natural edited", "medical edited"
+#: "Mid-to-high frequencies" of 5.2.3: the band above a third of the highest frequency (claims_registry.yaml).
+MID_HIGH_ABOVE = 1 / 3
+
+
+def probe_chunks(probe: ImageSet, folds: int, n_images: int) -> list[ImageSet]:
+    """``folds`` disjoint chunks of a probe set, one per fold: consecutive images, ``min(n_images, len // folds)``
+    each. A pre-trained source is one model, so its replicates are measurements on disjoint images."""
+    if int(folds) < 1 or int(n_images) < 1:
+        raise ConfigError(f"folds and n_images must be at least 1, got {folds} and {n_images}")
+    m = min(int(n_images), len(probe) // int(folds))
+    if m < 1:
+        raise ConfigError(f"a probe set of {len(probe)} images cannot give {folds} disjoint chunks")
+    return [probe.subset(np.arange(f * m, (f + 1) * m)) for f in range(int(folds))]
+
+
+def source_priority_folds(probes: Mapping[str, ImageSet], sources: Mapping[str, str], *, folds: int,
+                          n_images: int = 128, profile: Any = None, store: Any = None,
+                          device: str = "auto") -> pd.DataFrame:
+    """Learning priorities of pre-trained sources (:func:`source_priority`, cached) on each fold's chunk of the
+    probe images (:func:`probe_chunks`).
+
+    Returns
+    -------
+    DataFrame
+        ``target, source, fold, k, omega, psd``: one row per radial bin.
+    """
+    frames = []
+    for target, probe in probes.items():
+        for fold, chunk in enumerate(probe_chunks(probe, folds, n_images)):
+            for role, spec in sources.items():
+                psd = source_priority(spec, chunk, n_images=len(chunk), profile=profile, store=store, device=device)
+                frames.append(pd.DataFrame({"target": target, "source": role, "fold": fold, "k": np.arange(len(psd)),
+                                            "omega": normalized_frequencies(len(psd)), "psd": psd}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def artifact_folds(probes: Mapping[str, ImageSet], artifacts: Mapping[str, Any], *, folds: int, n_images: int,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per target and fold: the artifact's PSD (:func:`cfct.spectral.artifact_spectrum`, seed ``seed + fold``) on
+    the fold's chunk of the probe images and its share above :data:`MID_HIGH_ABOVE` (``mid_high_fraction``).
+
+    Returns
+    -------
+    DataFrame
+        ``target, fold, k, omega, psd, mid_high_fraction``: one row per radial bin.
+    """
+    frames = []
+    for target, probe in probes.items():
+        for fold, chunk in enumerate(probe_chunks(probe, folds, n_images)):
+            psd = artifact_spectrum(chunk.images, artifacts[target], seed=seed + fold)
+            frames.append(pd.DataFrame({"target": target, "fold": fold, "k": np.arange(len(psd)),
+                                        "omega": normalized_frequencies(len(psd)), "psd": psd,
+                                        "mid_high_fraction": band_fraction(psd, MID_HIGH_ABOVE)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def fold_robustness(table: pd.DataFrame) -> pd.DataFrame:
+    """Per target, source and fold (one fine-tune per degradation): the replicates of the AUC claims.
+
+    ``ood_auc_clean`` is the o.o.d. AUC at the lowest degradation, ``ood_auc_degraded`` its mean over the higher
+    degradations, ``ood_drop`` the difference of the two, ``iid_auc`` the i.i.d. AUC averaged over every
+    degradation.
+    """
+    missing = {"target", "source", "fold", "p_art", "ood_auc", "iid_auc"} - set(table.columns)
+    if missing:
+        raise ConfigError(f"fold_robustness needs columns {sorted(missing)}")
+    rows = []
+    for (target, role, fold), d in table.groupby(["target", "source", "fold"], sort=False):
+        lo = d["p_art"].min()
+        clean, degraded = d[d["p_art"] == lo], d[d["p_art"] > lo]
+        ood_clean = float(clean["ood_auc"].mean())
+        ood_degraded = float(degraded["ood_auc"].mean()) if len(degraded) else float("nan")
+        rows.append({"target": target, "source": role, "fold": fold, "ood_auc_clean": ood_clean,
+                     "ood_auc_degraded": ood_degraded, "ood_drop": ood_clean - ood_degraded,
+                     "iid_auc": float(d["iid_auc"].mean())})
+    return pd.DataFrame(rows)
+
+
+def _log_corr(a: np.ndarray, b: np.ndarray) -> float:
+    # the shape measure of priority_shift: correlation of the log-densities (1 = same shape)
+    return float(np.corrcoef(np.log(normalize_psd(a)), np.log(normalize_psd(b)))[0, 1])
+
+
+def fold_priorities(pretrained: pd.DataFrame, artifacts: pd.DataFrame | None = None,
+                    finetuned: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per target, source and fold: the replicates of the learning-priority claims.
+
+    Parameters
+    ----------
+    pretrained : DataFrame
+        :func:`source_priority_folds`: ``target, source, fold, k, psd``.
+    artifacts : DataFrame, optional
+        :func:`artifact_folds`; adds ``overlap`` (:func:`spectral_overlap` of the source's priority on the fold's
+        chunk with the artifact's PSD on the same chunk).
+    finetuned : DataFrame, optional
+        Fine-tuned priorities (:attr:`ShortcutRuns.priorities`: ``target, source, p_art, fold, k, psd``); adds
+        ``centroid_finetuned`` (of the fold's curve averaged over degradations) and, for the natural and medical
+        sources, ``similarity_own`` / ``similarity_other``: the log-PSD correlation of that curve with the
+        fold's pre-trained curve of the same source / of the other source.
+
+    Returns
+    -------
+    DataFrame
+        ``target, source, fold, centroid_pretrained`` and the columns above.
+    """
+    curve = {key: d.sort_values("k")["psd"].to_numpy()
+             for key, d in pretrained.groupby(["target", "source", "fold"], sort=False)}
+    art = {} if artifacts is None else {key: d.sort_values("k")["psd"].to_numpy()
+                                        for key, d in artifacts.groupby(["target", "fold"], sort=False)}
+    tuned = {} if finetuned is None else {
+        key: d.groupby("k")["psd"].mean().sort_index().to_numpy()
+        for key, d in finetuned.groupby(["target", "source", "fold"], sort=False)}
+    other = {"natural": "medical", "medical": "natural"}
+    rows = []
+    for (target, role, fold), psd in curve.items():
+        row: dict[str, Any] = {"target": target, "source": role, "fold": fold,
+                               "centroid_pretrained": spectral_centroid(psd)}
+        if (target, fold) in art:
+            row["overlap"] = spectral_overlap(psd, art[target, fold])
+        if (target, role, fold) in tuned:
+            after = tuned[target, role, fold]
+            row["centroid_finetuned"] = spectral_centroid(after)
+            if role in other and (target, other[role], fold) in curve:
+                row["similarity_own"] = _log_corr(psd, after)
+                row["similarity_other"] = _log_corr(curve[target, other[role], fold], after)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _arms(table: pd.DataFrame, value: str, a: str, b: str, keys: list[str],
+          arm: str = "source") -> dict[str, np.ndarray] | None:
+    """Paired arms by key (:func:`cfct.claims.arms_from_table`); None when an arm is absent from this run."""
+    if value not in table.columns or not {a, b} <= set(table[arm]):
+        return None
+    return claims.arms_from_table(table.dropna(subset=[value]), value=value, arm=arm, a=a, b=b, pair_by=keys)
+
+
+def _stack(table: pd.DataFrame, columns: Mapping[str, str], arm: str, keys: list[str]) -> pd.DataFrame:
+    """Long form of wide columns (column -> arm name), for :func:`cfct.claims.arms_from_table`."""
+    present = {c: name for c, name in columns.items() if c in table.columns}
+    return pd.concat([table[[*keys, c]].rename(columns={c: "value"}).assign(**{arm: name})
+                      for c, name in present.items()], ignore_index=True) if present else pd.DataFrame()
+
+
+def claims_data(table: pd.DataFrame, *, ct_target: str, denoise_target: str,
+                priorities: pd.DataFrame | None = None,
+                artifacts: pd.DataFrame | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Each Chapter 5 claim's replicates (``claims_registry.yaml``), built by key from the chapter's tables.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Fine-tunes, one row per (target, source, p_art, fold) (:attr:`ShortcutRuns.table`, baseline and edited).
+    ct_target, denoise_target : str
+        The targets carrying the CT-noise and the NLM artifact.
+    priorities : DataFrame, optional
+        :func:`fold_priorities` (with its ``overlap`` and fine-tuned columns where the claims need them).
+    artifacts : DataFrame, optional
+        :func:`artifact_folds`.
+
+    Returns
+    -------
+    dict
+        Claim id -> data for :func:`cfct.claims.evaluate`; a claim whose sources this run lacks (e.g. no edited
+        source for ``imagenet:``) is left out, and the ledger shows it as not run.
+
+    Raises
+    ------
+    ConfigError
+        When the arms of a paired claim do not hold the same replicates (a fold missing from one source).
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    robust = fold_robustness(table)
+    pair = ["target", "fold"]
+    ct, dn = robust[robust.target == ct_target], robust[robust.target == denoise_target]
+    spec = {
+        "ch5.natural-prone-noise-shortcut": (ct, "ood_auc_degraded", "medical", "natural"),
+        "ch5.natural-prone-denoise-shortcut": (dn, "ood_auc_degraded", "medical", "natural"),
+        "ch5.iid-competitive": (robust[robust.target.isin([ct_target, denoise_target])], "iid_auc", "medical",
+                                "natural"),
+        "ch5.whitened-medical-picks-up-shortcut": (ct, "ood_auc_degraded", "medical", WHITENED_ROLE),
+        "ch5.lowpass-natural-more-robust": (ct, "ood_auc_degraded", LOWPASS_ROLE, "natural"),
+    }
+    if priorities is not None:
+        pc = priorities[priorities.target == ct_target]
+        spec.update({
+            "ch5.natural-priority-higher-frequency": (pc, "centroid_pretrained", "natural", "medical"),
+            "ch5.natural-overlaps-artifact": (pc, "overlap", "natural", "medical"),
+            "ch5.whitened-priority-higher": (pc, "centroid_pretrained", WHITENED_ROLE, "medical"),
+            "ch5.lowpass-priority-like-medical": (pc, "centroid_pretrained", LOWPASS_ROLE, "medical"),
+        })
+    for cid, (frame, value, a, b) in spec.items():
+        arms = _arms(frame, value, a, b, pair)
+        if arms is not None:
+            out[cid] = arms
+    lowpass = _arms(ct, "ood_auc_degraded", LOWPASS_ROLE, "medical", pair)
+    if lowpass is not None:
+        out["ch5.lowpass-natural-noninferior-to-medical"] = {"values": lowpass["a"] - lowpass["b"]}
+    # random initialisation's spread: |o.o.d. AUC - median over folds| at each target and degradation, from
+    # groups of at least 3 folds (with 1 fold the deviation is 0, with 2 both are half the range)
+    dev = table[table.source.isin(["random", "natural", "medical"])].copy()
+    if {"random", "natural", "medical"} <= set(dev.source):
+        group = dev.groupby(["target", "source", "p_art"])["ood_auc"]
+        dev["abs_dev"] = (dev["ood_auc"] - group.transform("median")).abs()
+        dev = dev[group.transform("size") >= 3]
+        is_random = (dev.source == "random").to_numpy()
+        out["ch5.random-unstable"] = {"a": dev["abs_dev"].to_numpy(float)[is_random],
+                                      "b": dev["abs_dev"].to_numpy(float)[~is_random]}
+    if artifacts is not None:
+        frac = artifacts.drop_duplicates(["target", "fold"])
+        for cid, target in (("ch5.noise-artifact-mid-high", ct_target),
+                            ("ch5.denoise-artifact-mid-high", denoise_target)):
+            v = frac[frac.target == target].sort_values("fold")["mid_high_fraction"].to_numpy(float)
+            if len(v):
+                out[cid] = {"values": v}
+    if priorities is not None:
+        keys = ["target", "source", "fold"]
+        base = priorities[(priorities.target == ct_target) & priorities.source.isin(["natural", "medical"])]
+        stable = _stack(base.dropna(subset=[c for c in ("similarity_own", "similarity_other") if c in base]),
+                        {"similarity_own": "own", "similarity_other": "other"}, "reference", keys)
+        arms = _arms(stable, "value", "own", "other", keys, arm="reference") if len(stable) else None
+        if arms is not None:
+            out["ch5.priority-stable-after-ft"] = arms
+        shift = _stack(base.dropna(subset=[c for c in ("centroid_finetuned",) if c in base]),
+                       {"centroid_finetuned": "fine-tuned", "centroid_pretrained": "pre-trained"}, "stage", keys)
+        arms = _arms(shift, "value", "fine-tuned", "pre-trained", keys, arm="stage") if len(shift) else None
+        if arms is not None:
+            out["ch5.priority-peak-shifts-up"] = arms
+        if "overlap" in priorities.columns:
+            both = priorities.dropna(subset=["overlap"]).merge(robust, on=keys, how="inner")
+            both = both[both.target.isin([ct_target, denoise_target])].sort_values(keys)
+            if len(both):
+                out["ch5.overlap-predicts-shortcut"] = {"x": both["overlap"].to_numpy(float),
+                                                        "y": both["ood_drop"].to_numpy(float)}
+    return out
+
+
+#: The chapter's section (MyST target) that shows each claim's data, for the ledger's links.
+CLAIM_SECTIONS = {
+    "ch5.natural-prone-noise-shortcut": "ch5-baseline", "ch5.natural-prone-denoise-shortcut": "ch5-baseline",
+    "ch5.iid-competitive": "ch5-baseline", "ch5.random-unstable": "ch5-baseline",
+    "ch5.natural-priority-higher-frequency": "ch5-priority", "ch5.priority-stable-after-ft": "ch5-priority",
+    "ch5.priority-peak-shifts-up": "ch5-priority", "ch5.noise-artifact-mid-high": "ch5-overlap",
+    "ch5.denoise-artifact-mid-high": "ch5-overlap", "ch5.natural-overlaps-artifact": "ch5-overlap",
+    "ch5.overlap-predicts-shortcut": "ch5-editing", "ch5.whitened-medical-picks-up-shortcut": "ch5-editing",
+    "ch5.whitened-priority-higher": "ch5-editing", "ch5.lowpass-natural-more-robust": "ch5-editing",
+    "ch5.lowpass-natural-noninferior-to-medical": "ch5-editing", "ch5.lowpass-priority-like-medical": "ch5-editing",
+}
+
+
+def claims_evidence(table: pd.DataFrame, *, ct_target: str, denoise_target: str, profile: str = "",
+                    priorities: pd.DataFrame | None = None, artifacts: pd.DataFrame | None = None,
+                    sources: str = "", page: str = "") -> dict[str, claims.Evidence]:
+    """:func:`cfct.claims.evaluate` on every Chapter 5 claim :func:`claims_data` can build from these tables.
+
+    ``page`` (e.g. ``"05_frequency_shortcuts.html"``) is joined with the claim's section of
+    :data:`CLAIM_SECTIONS` into the evidence's link.
+
+    Returns
+    -------
+    dict
+        Claim id -> Evidence, in registry order.
+    """
+    found = claims_data(table, ct_target=ct_target, denoise_target=denoise_target, priorities=priorities,
+                        artifacts=artifacts)
+    return {c.id: claims.evaluate(c, found[c.id], profile=profile, sources=sources,
+                                  link=f"{page}#{CLAIM_SECTIONS[c.id]}" if page else "")
+            for c in claims.registry(5) if c.id in found}
+
+
+def evidence_sentence(ev: claims.Evidence) -> str:
+    """One Markdown bullet from a claim's Evidence: the thesis's words, this run's estimate with its 95% interval
+    and n, and the verdict of the declared rule with its reason (the chapter types no verdict itself)."""
+    c = claims.get_claim(ev.claim_id)
+    if c.rule == "correlation":
+        what = f"{c.method} correlation of {c.arms[0]} and {c.arms[1]}"
+    elif c.rule == "greater_than":
+        what = f"mean {c.arms[0] if c.arms else 'value'} (threshold {c.threshold:g})"
+    else:
+        what = f"{c.arms[0]} - {c.arms[1]}" if c.arms else "difference"
+    ci = (f" [95% CI {ev.ci_low:+.3f}, {ev.ci_high:+.3f}]" if np.isfinite(ev.ci_low) and np.isfinite(ev.ci_high)
+          else "")
+    est = f"{ev.estimate:+.3f}" if np.isfinite(ev.estimate) else "n/a"
+    return (f"* *\"{c.quote}\"* (§{c.section}, `{c.id}`): {what} = {est}{ci}, n = {'/'.join(map(str, ev.n))}: "
+            f"**{ev.verdict}** ({ev.reason})")
+
+
+def evidence_lines(evidence: Mapping[str, claims.Evidence], ids: list[str] | tuple[str, ...]) -> str:
+    """:func:`evidence_sentence` for the claims ``ids`` this run evaluated, one per line."""
+    return "\n".join(evidence_sentence(evidence[i]) for i in ids if i in evidence)
+
+
+def replicate_note(evidence: Mapping[str, claims.Evidence], minimum: int = 3) -> str:
+    """Whether every verdict rests on at least ``minimum`` replicates per arm, computed from the Evidence."""
+    short = {i: ev.n for i, ev in evidence.items() if not ev.n or min(ev.n) < minimum}
+    counts = sorted({min(ev.n) for ev in evidence.values() if ev.n})
+    if not short:
+        return (f"Every one of the {len(evidence)} verdicts rests on at least {minimum} replicates per arm "
+                f"(fewest: {counts[0] if counts else 'none'}).")
+    return (f"{len(short)} of {len(evidence)} claims have fewer than {minimum} replicates in an arm ("
+            + ", ".join(f"`{i}`: n = {'/'.join(map(str, n))}" for i, n in short.items())
+            + "): the declared rules give them no verdict (inconclusive, too few replicates); run with "
+            f"`folds={minimum}` or more.")
+
+
+def variant_sentence(comparisons: Mapping[str, Any]) -> str:
+    """The sentence on how much the exponent of Eq. 5.1 changes normalised curves, from
+    :func:`cfct.spectral.compare_psd_variants` results (label -> :class:`~cfct.spectral.VariantComparison`)."""
+    if not comparisons:
+        raise ConfigError("variant_sentence needs at least one comparison")
+    tolerances = {float(c.tolerance) for c in comparisons.values()}
+    if len(tolerances) != 1:
+        raise ConfigError(f"the comparisons use different tolerances {sorted(tolerances)}")
+    tol = tolerances.pop()
+    parts = "; ".join(f"{label}: centroid {c.centroid_a:.3f} -> {c.centroid_b:.3f}, largest difference of the "
+                      f"normalised curves {c.max_abs_difference:.3f}" for label, c in comparisons.items())
+    moved = [label for label, c in comparisons.items() if not c.changes_little]
+    if not moved:
+        verdict = f"the normalised curves change little (every centroid moves by less than {tol:g})"
+    else:
+        verdict = (f"the exponent is not a detail: the centroid moves by {tol:g} or more on the normalised "
+                   f"frequency axis in {', '.join(moved)}")
+    return f"Magnitude (Eq. 5.1) vs power spectrum ({parts}): {verdict}."
