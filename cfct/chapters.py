@@ -151,7 +151,8 @@ _CH4: tuple[Param, ...] = (
     Param("natural_source", str, None, "natural source spec (with internet: imagenet:resnet50)",
           from_profile=_natural, check=check_source),
     Param("medical_source", str, None,
-          "medical source spec; {target} -> the target (default: leave-target-out MedMNIST, see text)"),
+          "medical source spec; {target} -> the target (default: pretrained:<arch>:medical-lto:{target}, every "
+          "local medical set except the target)"),
     Param("arch", str, None, "architecture of the random-initialisation baseline",
           from_profile=lambda p: p.arch, check=check_arch),
     Param("p_arts", float, None, "correlation levels p_art (4.2.2)", many=True,

@@ -493,10 +493,12 @@ def test_chapter_plan_and_sources() -> None:
     src = ch4.sources_for("breastmnist", "resnet18")
     assert src == {
         "natural": "pretrained:resnet18:cifar10",
-        "medical": "pretrained:resnet18:medmnist-lto:breastmnist",
+        "medical": "pretrained:resnet18:medical-lto:breastmnist",
         "random": "random:resnet18",
     }
-    assert ch4.sources_for("csv:nih-cxr14-sample", "resnet18")["medical"].endswith("medmnist-lto:breastmnist")
+    # a csv: target gets its own leave-target-out source (every other local medical set)
+    assert ch4.sources_for("csv:nih-cxr14-sample", "resnet18")["medical"] == (
+        "pretrained:resnet18:medical-lto:csv:nih-cxr14-sample")
     custom = ch4.sources_for("pneumoniamnist", "resnet50", medical="checkpoint:resnet50:/w/{target}.pt")
     assert custom["medical"] == "checkpoint:resnet50:/w/pneumoniamnist.pt"
     assert shortcuts.positive_class("breastmnist") == 0 and shortcuts.positive_class("pneumoniamnist") == 1

@@ -31,18 +31,17 @@ SOURCE_ROLES: tuple[str, ...] = ("natural", "medical", "random")
 
 def default_sources(target: str, arch: str = "resnet18") -> dict[str, str]:
     """The offline stand-ins of the thesis's sources for a target: natural (CIFAR-10 for ImageNet), medical
-    (leave-target-out MedMNIST for RadImageNet) and random initialisation.
+    (every local medical set except the target, ``medical-lto:<target>``, for RadImageNet) and random
+    initialisation.
 
-    For ``csv:`` targets every MedMNIST flag is out-of-target; the medical source is then the PneumoniaMNIST
-    source (``medmnist-lto:breastmnist``, the largest medical source available offline), which the book
-    pre-trains anyway.
+    The medical source is the same architecture pre-trained by cfct (:mod:`cfct.sources`), so the sweeps
+    compare like with like; for ``csv:`` targets the leave-target-out set excludes that folder.
     """
 
-    t = data.parse_target(target)
-    flag = t.arg if t.kind == "medmnist" else "breastmnist"
+    data.parse_target(target)  # a clear error for an unknown target before any spec is built
     return {
         "natural": f"pretrained:{arch}:cifar10",
-        "medical": f"pretrained:{arch}:medmnist-lto:{flag}",
+        "medical": f"pretrained:{arch}:medical-lto:{target}",
         "random": f"random:{arch}",
     }
 
@@ -263,14 +262,14 @@ def setting_confounder(setting: Setting, ct_n0: float = THESIS_N0) -> Confounder
 
 def sources_for(target: str, arch: str, natural: str | None = None, medical: str | None = None) -> dict[str, str]:
     """Source specs per role for one target; ``medical`` may hold ``{target}`` (replaced by the MedMNIST flag
-    of a MedMNIST target)."""
+    of a MedMNIST target, by the whole spec, e.g. ``csv:<folder>``, of any other)."""
 
     out = default_sources(target, arch)
     if natural:
         out["natural"] = natural
     if medical:
         t = data.parse_target(target)
-        out["medical"] = medical.replace("{target}", t.arg) if t.kind == "medmnist" else medical
+        out["medical"] = medical.replace("{target}", t.arg if t.kind == "medmnist" else target)
     return out
 
 
