@@ -738,17 +738,26 @@ def _ci(ev: claims.Evidence) -> str:
     return f"[{ev.ci_low:.3g}, {ev.ci_high:.3g}]" if np.isfinite(ev.ci_low) else "—"
 
 
+def _compared(c: claims.Claim) -> str:
+    """What a claim's estimate is, in its arms' words: ``(a) − (b)`` or the correlation of ``x`` and ``y``."""
+    if c.rule == "correlation":
+        return f"{c.method.replace('_', ' ')} correlation of ({c.arms[0]}) and ({c.arms[1]})"
+    if len(c.arms) == 2:
+        return f"({c.arms[0]}) − ({c.arms[1]})"
+    return c.arms[0] if c.arms else c.quantity
+
+
 def evidence_table(evidence: Mapping[str, claims.Evidence], data: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
     """The evidence of some claims as a table for the page: the thesis's words, the arms compared (with their
     means when ``data`` is given), the estimate with its 95% interval, n, and the verdict with its reason."""
     rows = []
     for cid, ev in evidence.items():
         c = claims.get_claim(cid)
-        row = {"claim": cid, "thesis": c.quote, "compared": " vs ".join(c.arms)}
+        row = {"claim": cid, "thesis": c.quote, "estimate of": _compared(c)}
         if data is not None and cid in data:
             d = data[cid]
             first, second = ("a", "b") if "a" in d else ("x", "y")
-            row["means"] = f"{np.mean(d[first]):.3f} vs {np.mean(d[second]):.3f}"
+            row["arm means"] = f"{np.mean(d[first]):.3f} vs {np.mean(d[second]):.3f}"
         row.update({"estimate": round(ev.estimate, 4), "95% CI": _ci(ev), "n": "/".join(map(str, ev.n)),
                     "verdict": ev.verdict, "why": ev.reason})
         rows.append(row)
@@ -756,13 +765,12 @@ def evidence_table(evidence: Mapping[str, claims.Evidence], data: Mapping[str, M
 
 
 def evidence_sentence(ev: claims.Evidence) -> str:
-    """One Markdown sentence from a claim's evidence: the thesis's words, the verdict, estimate, interval, n."""
+    """One Markdown sentence from a claim's evidence: the claim, the thesis's words, the verdict, the estimate
+    with its interval, n and the rule's reason."""
     c = claims.get_claim(ev.claim_id)
-    what = {"correlation": f"{ev.method} of {c.arms[0]} and {c.arms[1]}"}.get(
-        c.rule, f"{c.arms[0]} minus {c.arms[1]}" if len(c.arms) == 2 else "the estimate")
     ci = f", 95% CI {_ci(ev)}" if np.isfinite(ev.ci_low) else ""
-    return (f"*\"{c.quote}\"* ({c.figure or c.section}): **{ev.verdict}** — {what} = {ev.estimate:.3g}{ci}, "
-            f"n = {'/'.join(map(str, ev.n))}; {ev.reason}.")
+    return (f"`{c.id}` — *\"{c.quote}\"* ({c.figure or c.section}): **{ev.verdict}**; {_compared(c)} = "
+            f"{ev.estimate:.3g}{ci}, n = {'/'.join(map(str, ev.n))}; {ev.reason}.")
 
 
 def evidence_markdown(evidence: Mapping[str, claims.Evidence]) -> str:
@@ -810,6 +818,18 @@ def gabor_summary(likeness: Any, threshold: float = 0.8) -> Any:
     return likeness.groupby("network", sort=False).likeness.agg(
         **{"Gabor likeness (mean over conv1 filters)": "mean",
            f"share above {threshold:g}": lambda v: float((v > threshold).mean())}).reset_index()
+
+
+def best_source_lines(summary: Any) -> str:
+    """Per target, the (source, strategy) with the highest mean AUC and the random initialisation's, as Markdown
+    (a description of this run's Table 3.2, not a verdict: the verdicts are the 3.5.1 claims)."""
+    lines = []
+    for target, sub in summary.groupby("target", sort=False):
+        best = sub.sort_values("auc_mean", ascending=False).iloc[0]
+        rnd = sub[sub.source == "random init"].auc_mean.mean()
+        lines.append(f"* **{target}**: highest mean AUC {best.auc_mean:.1f} ± {best.auc_std:.1f} with the "
+                     f"{best.source} source ({best.strategy}); random initialisation {rnd:.1f}.")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------
