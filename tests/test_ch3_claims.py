@@ -212,3 +212,10 @@ def test_released_note_reads_the_registry() -> None:
     note = ch3.released_note()
     source = released.RELEASED[ch3.NATURAL_RELEASED]
     assert source.trained_on in note and source.licence in note and source.provenance in note
+
+
+def test_random_baselines_are_new_networks_for_every_target_and_fold() -> None:
+    seeds = [s for t in ("breastmnist", "medmnist:pneumoniamnist") for k in FOLDS for s in ch3.random_seeds(t, k)]
+    assert len(set(seeds)) == len(seeds) == 12
+    assert ch3.random_seeds("breastmnist", 1) == ch3.random_seeds("medmnist:breastmnist", 1)  # by name, stable
+    assert ch3.random_seeds("breastmnist", 0, seed=1) != ch3.random_seeds("breastmnist", 0, seed=0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -350,7 +351,7 @@ def layer_similarity_table(
                 if name in cell:
                     networks[name] = Network(f"run:{cell[name].result.run.key}", cell[name].result.load_model)
         arch = sources.parse_spec(next(iter(cell.values())).spec).arch
-        for name, s in (("random", 2 * k + 1000 * (seed + 1)), ("random2", 2 * k + 1 + 1000 * (seed + 1))):
+        for name, s in zip(("random", "random2"), random_seeds(target, k, seed)):
             networks[name] = Network(
                 f"random:{arch}:{s}:{size}",
                 functools.partial(_random_network, f"random:{arch}", n_classes, size, s),
@@ -376,6 +377,14 @@ def layer_similarity_table(
         raise ConfigError("no fine-tuned runs given: run the transfer matrix of 3.5.1 first")
     out = pd.concat(frames, ignore_index=True)
     return out[["target", "fold", *[c for c in out.columns if c not in ("target", "fold")]]]
+
+
+def random_seeds(target: str, fold: int, seed: int = 0) -> tuple[int, int]:
+    """Seeds of the two random initialisations of one target and fold: distinct for every target and fold, so
+    the random-random baselines of the unpaired claims are independent replicates (not one pair of networks
+    seen through two targets' stimuli)."""
+    base = 2 * fold + 1000 * (seed + 1) + 10_000 * (zlib.crc32(transfer.target_name(target).encode()) % 997)
+    return base, base + 1
 
 
 def _random_network(spec: str, n_classes: int, size: int, seed: int) -> nn.Module:
