@@ -9,7 +9,7 @@ from scipy import stats as sps
 
 from cfct import claims, stats
 from cfct.errors import ConfigError
-from cfct.experiments import ch3, ch4, ch5, transfer
+from cfct.experiments import ch4, ch5, transfer
 
 
 def test_fold_summary_known_numbers() -> None:
@@ -243,20 +243,6 @@ def test_chapter_5_priority_claims() -> None:
     assert "ch5.denoise-artifact-mid-high" not in ev  # no artifact rows for the NLM target
     assert ev["ch5.overlap-predicts-shortcut"].n == (12,)
     assert set(ev) <= {c.id for c in claims.registry(5)}
-
-
-def test_layer_claims_rules() -> None:
-    rows = []
-    for a, b, value in (("natural", "natural_ft", 0.8), ("medical", "medical_ft", 0.6),
-                        ("natural", "medical", 0.5), ("natural_ft", "medical_ft", 0.4),
-                        ("natural_ft_freeze", "medical_ft_freeze", 0.45), ("random", "random2", 0.3)):
-        for layer in ch3.STAGES:
-            rows.append({"target": "t", "fold": 0, "a": a, "b": b, "layer": layer, "measure": "cca",
-                         "value": value})
-    claims = ch3.layer_claims(pd.DataFrame(rows)).set_index("thesis reports")["this run agrees"]
-    assert claims.iloc[0] and claims.iloc[1] and claims.iloc[2]
-    assert not claims.iloc[3]  # random pair (0.3) is not above fine-tuned natural vs medical (0.4)
-    assert not claims.iloc[4]  # conv1: natural-medical 0.5 vs random 0.3 differ by 0.2 >= CLOSE
 
 
 def test_chapter_5_variant_sentence() -> None:

@@ -1,11 +1,13 @@
 """Chapter 3 experiment: layer-wise and prediction similarity of fine-tuned networks (3.5.2-3.5.4),
-gain correlations and the chapter's verdicts.
+gain correlations, the replicates of the chapter's claims (verdicts come from :mod:`cfct.claims`), Table 3.2's
+two AUC definitions, and the released ImageNet network that opens the chapter.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cfct import data, results, sources, train
+from cfct import claims, data, results, sources, train
 from cfct.config import ChapterConfig
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
 from cfct.experiments import transfer
@@ -26,6 +28,8 @@ from cfct.similarity import (
     REPEATS,
     STAGES,
     TARGET_ROWS,
+    first_layer_filters,
+    gabor_likeness,
     layer_output_shapes,
     network_activations,
     pair_similarities,
@@ -35,6 +39,7 @@ from cfct.similarity import (
     sampling_plan,
     stimulus_preprocess,
 )
+from cfct.stats import keras_auc
 from cfct.train import FinetuneConfig
 
 
@@ -187,6 +192,12 @@ PAIRS_B: tuple[tuple[str, str], ...] = (
 )
 
 
+# The fine-tuned natural network against a random initialisation: the baseline of "the similarity between
+# fine-tuned networks becomes comparable to the similarity between fine-tuned networks and randomly initialized
+# networks" (3.5.2; claim ch3.ft-pair-like-ft-vs-random-top). Not drawn in Fig. 3.3, compared in the ledger.
+PAIRS_FT_RANDOM: tuple[tuple[str, str], ...] = (("natural_ft", "random"), ("natural_ft_freeze", "random"))
+
+
 PAIR_LABELS: dict[tuple[str, str], str] = {
     ("natural", "natural_ft"): "natural - natural$^{FT}$",
     ("medical", "medical_ft"): "medical - medical$^{FT}$",
@@ -198,6 +209,8 @@ PAIR_LABELS: dict[tuple[str, str], str] = {
     ("random", "random2"): "random - random",
     ("natural", "random"): "natural - random",
     ("medical", "random"): "medical - random",
+    ("natural_ft", "random"): "natural$^{FT}$ - random",
+    ("natural_ft_freeze", "random"): "natural$^{FT}$ (freeze) - random",
 }
 
 
@@ -293,7 +306,8 @@ def layer_similarity_table(
     store: Any = None,
     progress: bool = True,
 ) -> Any:
-    """Fig. 3.3 data: layer-wise CCA and CKA of every pair of :data:`PAIRS_A` and :data:`PAIRS_B`, per fold.
+    """Fig. 3.3 data: layer-wise CCA and CKA of every pair of :data:`PAIRS_A`, :data:`PAIRS_B` and
+    :data:`PAIRS_FT_RANDOM`, per fold.
 
     Parameters
     ----------
@@ -337,12 +351,12 @@ def layer_similarity_table(
                 if name in cell:
                     networks[name] = Network(f"run:{cell[name].result.run.key}", cell[name].result.load_model)
         arch = sources.parse_spec(next(iter(cell.values())).spec).arch
-        for name, s in (("random", 2 * k + 1000 * (seed + 1)), ("random2", 2 * k + 1 + 1000 * (seed + 1))):
+        for name, s in zip(("random", "random2"), random_seeds(target, k, seed)):
             networks[name] = Network(
                 f"random:{arch}:{s}:{size}",
                 functools.partial(_random_network, f"random:{arch}", n_classes, size, s),
             )
-        pairs = [p for p in PAIRS_A + PAIRS_B if p[0] in networks and p[1] in networks]
+        pairs = [p for p in PAIRS_A + PAIRS_B + PAIRS_FT_RANDOM if p[0] in networks and p[1] in networks]
         df = compare_layers(
             networks,
             pairs,
@@ -363,6 +377,14 @@ def layer_similarity_table(
         raise ConfigError("no fine-tuned runs given: run the transfer matrix of 3.5.1 first")
     out = pd.concat(frames, ignore_index=True)
     return out[["target", "fold", *[c for c in out.columns if c not in ("target", "fold")]]]
+
+
+def random_seeds(target: str, fold: int, seed: int = 0) -> tuple[int, int]:
+    """Seeds of the two random initialisations of one target and fold: distinct for every target and fold, so
+    the random-random baselines of the unpaired claims are independent replicates (not one pair of networks
+    seen through two targets' stimuli)."""
+    base = 2 * fold + 1000 * (seed + 1) + 10_000 * (zlib.crc32(transfer.target_name(target).encode()) % 997)
+    return base, base + 1
 
 
 def _random_network(spec: str, n_classes: int, size: int, seed: int) -> nn.Module:
@@ -505,102 +527,440 @@ def gain_correlations(table: Any) -> Any:
     return pd.DataFrame(rows)
 
 
-def _pair_mean(means: Any, a: str, b: str, measure: str, layers: Sequence[str] = STAGES) -> float:
-    sel = means[(means.a == a) & (means.b == b) & (means.measure == measure) & means.layer.isin(list(layers))]
-    return float(sel.value.mean()) if len(sel) else float("nan")
+# --------------------------------------------------------------------------------------------------
+# The chapter's claims (cfct/claims_registry.yaml, chapter 3): each claim's replicates are built from the
+# tables this page computes, paired by (target, fold) key, and cfct.claims.evaluate turns them into a verdict.
+# "natural-FT" / "medical-FT" are the fine-tuned networks of one fold, averaged over the two strategies of
+# 3.4.2 ("no freeze" and "freeze"): the thesis states its 3.5.2-3.5.3 findings for both ("both with freezing ...
+# and no freezing"), and the two strategies of one fold share its test set, so they are one replicate, not two.
+
+#: page anchors of the sections that show each group of claims (links of the claims ledger)
+CHAPTER_PAGE = "03_hidden_representations.html"
+SECTION_ANCHORS: dict[str, str] = {
+    "auc": "transfer-performance-3-5-1",
+    "layers": "layer-wise-representations-3-5-2",
+    "filters": "first-layer-filters-fig-3-4",
+    "predictions": "prediction-similarity-3-5-3",
+    "gains": "auc-gain-and-similarity-3-5-4",
+}
 
 
-CLOSE = 0.1
-"""Two similarities "about as similar" in :func:`layer_claims` differ by less than this."""
+@dataclasses.dataclass(frozen=True)
+class AucArms:
+    """Which rows of the per-fold AUC table form the two arms of a 3.5.1 claim."""
+
+    target: str | None  # bare target name; None: every target of the run (replicates are target x fold)
+    where: tuple[tuple[str, str], ...]  # (column, value) filters, e.g. (("strategy", "freeze"),)
+    arm: str  # the column that names the arm
+    a: str
+    b: str
 
 
-def layer_claims(similarity: Any, measure: str = "cca") -> Any:
-    """The statements of 3.5.2 as rows: what the thesis reports, the two numbers compared here, and whether
-    this run agrees. Numbers are means over folds and layers (or the named layers) of one target."""
+AUC_CLAIMS: dict[str, AucArms] = {
+    "ch3.natural-beats-medical-breast": AucArms("breastmnist", (("strategy", "freeze"),), "source", "natural",
+                                                "medical"),
+    "ch3.natural-comparable-medical-chest": AucArms("pneumoniamnist", (("strategy", "freeze"),), "source", "natural",
+                                                    "medical"),
+    "ch3.natural-beats-random-breast": AucArms("breastmnist", (("strategy", "no freeze"),), "source", "natural",
+                                               "random init"),
+    "ch3.natural-beats-random-pneumonia": AucArms("pneumoniamnist", (("strategy", "no freeze"),), "source",
+                                                  "natural", "random init"),
+    "ch3.medical-beats-random-breast": AucArms("breastmnist", (("strategy", "no freeze"),), "source", "medical",
+                                               "random init"),
+    "ch3.medical-beats-random-pneumonia": AucArms("pneumoniamnist", (("strategy", "no freeze"),), "source",
+                                                  "medical", "random init"),
+    "ch3.freeze-beats-nofreeze-natural": AucArms(None, (("source", "natural"),), "strategy", "freeze", "no freeze"),
+}
 
-    keys = [c for c in ("target", "fold", "a", "b", "layer", "measure") if c in similarity.columns]
-    means = similarity.groupby(keys, as_index=False)["value"].mean()
-    # (what the thesis reports, first pair, second pair, rule): "greater" = first > second; "close" = the two
-    # differ by less than CLOSE.
-    statements = [
-        (
-            "natural weights change less in fine-tuning than medical ones (Fig. 3.3a)",
-            ("natural", "natural_ft", STAGES),
-            ("medical", "medical_ft", STAGES),
-            "greater",
-        ),
-        (
-            "natural and medical are less similar after fine-tuning (no freeze) than before",
-            ("natural", "medical", STAGES),
-            ("natural_ft", "medical_ft", STAGES),
-            "greater",
-        ),
-        (
-            "natural and medical are less similar after fine-tuning (freeze) than before",
-            ("natural", "medical", STAGES),
-            ("natural_ft_freeze", "medical_ft_freeze", STAGES),
-            "greater",
-        ),
-        (
-            "fine-tuned natural vs medical is below two random initialisations",
-            ("random", "random2", STAGES),
-            ("natural_ft", "medical_ft", STAGES),
-            "greater",
-        ),
-        (
-            "in conv1, natural vs medical is about as similar as two random initialisations",
-            ("random", "random2", ("conv1",)),
-            ("natural", "medical", ("conv1",)),
-            "close",
-        ),
-    ]
+_FT_PAIRS = (("natural_ft", "medical_ft"), ("natural_ft_freeze", "medical_ft_freeze"))
+#: arm name -> (network pairs averaged within a fold, layers averaged) of the layer-similarity table
+LAYER_ARMS: dict[str, tuple[tuple[tuple[str, str], ...], tuple[str, ...]]] = {
+    "natural - natural-FT": ((("natural", "natural_ft"), ("natural", "natural_ft_freeze")), STAGES),
+    "medical - medical-FT": ((("medical", "medical_ft"), ("medical", "medical_ft_freeze")), STAGES),
+    "natural-FT - medical-FT": (_FT_PAIRS, STAGES),
+    "natural - medical (before fine-tuning)": ((("natural", "medical"),), STAGES),
+    "random - random": ((("random", "random2"),), STAGES),
+    f"natural-FT - medical-FT ({STAGES[-1]})": (_FT_PAIRS, (STAGES[-1],)),
+    f"natural-FT - random ({STAGES[-1]})": ((("natural_ft", "random"), ("natural_ft_freeze", "random")),
+                                            (STAGES[-1],)),
+    f"natural-FT - medical-FT ({STAGES[0]})": (_FT_PAIRS, (STAGES[0],)),
+    f"random - random ({STAGES[0]})": ((("random", "random2"),), (STAGES[0],)),
+}
+#: claim -> (arm a, arm b, paired by (target, fold)); unpaired where the registry's rule is unpaired
+LAYER_CLAIMS: dict[str, tuple[str, str, bool]] = {
+    "ch3.natural-changes-less": ("natural - natural-FT", "medical - medical-FT", True),
+    "ch3.ft-pair-more-distinct": ("natural-FT - medical-FT", "natural - medical (before fine-tuning)", True),
+    "ch3.ft-pair-below-random-pair": ("natural-FT - medical-FT", "random - random", False),
+    "ch3.ft-pair-like-ft-vs-random-top": (f"natural-FT - medical-FT ({STAGES[-1]})",
+                                          f"natural-FT - random ({STAGES[-1]})", True),
+    "ch3.conv1-like-random": (f"natural-FT - medical-FT ({STAGES[0]})", f"random - random ({STAGES[0]})", False),
+}
+#: claim -> (kind a, kind b) of the prediction-similarity table, paired by (target, fold)
+PREDICTION_CLAIMS: dict[str, tuple[str, str]] = {
+    "ch3.predictions-above-independent": ("after fine-tuning", "independent mistakes"),
+    "ch3.predictions-closer-after-ft": ("after fine-tuning", "before fine-tuning"),
+}
+GAIN_CLAIM = "ch3.gain-not-correlated-with-similarity"
+FILTER_CLAIM = "ch3.natural-filters-gabor"
+
+
+def claim_section(claim_id: str) -> str:
+    """The page section (key of :data:`SECTION_ANCHORS`) that shows a claim's evidence."""
+    for key, group in (("auc", AUC_CLAIMS), ("layers", LAYER_CLAIMS), ("predictions", PREDICTION_CLAIMS),
+                       ("gains", (GAIN_CLAIM,)), ("filters", (FILTER_CLAIM,))):
+        if claim_id in group:
+            return key
+    raise unknown_choice("Chapter 3 claim", claim_id, [*AUC_CLAIMS, *LAYER_CLAIMS, *PREDICTION_CLAIMS, GAIN_CLAIM,
+                                                        FILTER_CLAIM])
+
+
+def layer_arms(similarity: Any, measure: str = "cca") -> Any:
+    """The layer-similarity arms of :data:`LAYER_ARMS`, one value per target and fold.
+
+    Each value averages the 3.3.1 repeats, the arm's layers and its pairs (the two strategies) of one fold.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``target, fold, arm, value``.
+    """
+    sim = similarity[similarity.measure == measure]
+    if sim.empty:
+        raise ConfigError(f"no {measure!r} rows in the layer-similarity table; measures: "
+                          f"{sorted(similarity.measure.unique())}")
+    means = sim.groupby(["target", "fold", "a", "b", "layer"], as_index=False)["value"].mean()
     rows = []
-    for target, sub in means.groupby("target", sort=False) if "target" in means else [("", means)]:
-        for text, (a1, b1, l1), (a2, b2, l2), rule in statements:
-            first, second = _pair_mean(sub, a1, b1, measure, l1), _pair_mean(sub, a2, b2, measure, l2)
-            agrees = abs(first - second) < CLOSE if rule == "close" else first > second
-            rows.append(
-                {
-                    "target": target,
-                    "measure": measure,
-                    "thesis reports": text,
-                    "compared": f"{a1}-{b1} vs {a2}-{b2} ({', '.join(l1) if len(l1) < 5 else 'all layers'})",
-                    "first": round(first, 3),
-                    "second": round(second, 3),
-                    "this run agrees": bool(agrees) if np.isfinite(first + second) else None,
-                }
-            )
-    return pd.DataFrame(rows)
+    for (target, fold), cell in means.groupby(["target", "fold"], sort=True):
+        for arm, (pairs, layers) in LAYER_ARMS.items():
+            values = []
+            for a, b in pairs:
+                sel = cell[(cell.a == a) & (cell.b == b) & cell.layer.isin(list(layers))]
+                if len(sel) == len(layers):
+                    values.append(float(sel.value.mean()))
+            if values:
+                rows.append({"target": target, "fold": int(fold), "arm": arm, "value": float(np.mean(values))})
+    return pd.DataFrame(rows, columns=["target", "fold", "arm", "value"])
 
 
-def prediction_claims(table: Any) -> Any:
-    """The statements of 3.5.3 per target: after fine-tuning, mistakes are more alike than independent ones,
-    and more alike than before fine-tuning (means over folds and strategies)."""
+def claims_data(
+    *,
+    auc: Any = None,
+    layers: Any = None,
+    predictions: Any = None,
+    gains: Any = None,
+    filters: Any = None,
+    measure: str = "cca",
+) -> dict[str, dict[str, np.ndarray]]:
+    """The replicates of each Chapter 3 claim from the page's tables, paired by key (never by row order).
+
+    Parameters
+    ----------
+    auc : DataFrame, optional
+        Per-fold AUC table of 3.5.1 (:func:`cfct.experiments.transfer.matrix_table`: target, fold, source,
+        strategy, test_auc). A claim about one target is left out when that target is not in the table.
+    layers : DataFrame, optional
+        :func:`layer_similarity_table` (3.5.2).
+    predictions : DataFrame, optional
+        :func:`prediction_similarity_table` (3.5.3).
+    gains : DataFrame, optional
+        :func:`gain_similarity_table` (3.5.4).
+    filters : DataFrame, optional
+        :func:`filter_likeness_table` (Fig. 3.4): one row per ``conv1`` filter.
+    measure : str
+        Similarity measure of the layer claims (the thesis's: CCA).
+
+    Returns
+    -------
+    dict
+        Claim id -> data for :func:`cfct.claims.evaluate` (``a``/``b`` or ``x``/``y``).
+
+    Raises
+    ------
+    ConfigError
+        A replicate present in only one arm of a paired claim, or a table without the columns needed.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    if auc is not None:
+        names = auc.assign(target=[transfer.target_name(t) for t in auc.target])
+        for claim_id, spec in AUC_CLAIMS.items():
+            sel = names if spec.target is None else names[names.target == spec.target]
+            for column, value in spec.where:
+                sel = sel[sel[column] == value]
+            if sel.empty:
+                continue
+            out[claim_id] = claims.arms_from_table(sel, value="test_auc", arm=spec.arm, a=spec.a, b=spec.b,
+                                                   pair_by=["target", "fold"])
+    if layers is not None:
+        arms = layer_arms(layers, measure)
+        for claim_id, (a, b, paired) in LAYER_CLAIMS.items():
+            out[claim_id] = claims.arms_from_table(arms, value="value", arm="arm", a=a, b=b,
+                                                   pair_by=["target", "fold"] if paired else None)
+    if predictions is not None:
+        # the strategies of one fold share its test set: one replicate per target and fold
+        per_fold = predictions.groupby(["target", "fold", "kind"], as_index=False)["value"].mean()
+        for claim_id, (a, b) in PREDICTION_CLAIMS.items():
+            out[claim_id] = claims.arms_from_table(per_fold, value="value", arm="kind", a=a, b=b,
+                                                   pair_by=["target", "fold"])
+    if gains is not None:
+        # one point per fine-tune (target, fold, source, strategy): its similarity averaged over layers, so no
+        # gain is counted once per layer
+        points = gains.groupby(["target", "fold", "source", "freeze"], as_index=False).agg(
+            similarity=("similarity", "mean"), gain=("gain", "first"))
+        out[GAIN_CLAIM] = {"x": points.similarity.to_numpy(float), "y": points.gain.to_numpy(float)}
+    if filters is not None:
+        out[FILTER_CLAIM] = claims.arms_from_table(filters, value="likeness", arm="role", a="natural", b="medical")
+    return out
+
+
+def claims_evidence(
+    data: Mapping[str, Mapping[str, Any]], *, profile: str, sources: Mapping[str, str] | str = "",
+) -> dict[str, claims.Evidence]:
+    """:func:`cfct.claims.evaluate` on each claim's replicates (from :func:`claims_data`).
+
+    Parameters
+    ----------
+    data : mapping
+        Claim id -> ``a``/``b`` or ``x``/``y`` arrays.
+    profile : str
+        Profile name, recorded with the evidence.
+    sources : mapping role -> spec, or str
+        The sources that produced the replicates (:func:`chapter_sources`).
+
+    Returns
+    -------
+    dict
+        Claim id -> :class:`cfct.claims.Evidence`, in registry order, linked to the page section that shows it.
+    """
+    src = sources if isinstance(sources, str) else "; ".join(f"{role}: {spec}" for role, spec in sources.items())
+    order = [c.id for c in claims.registry(3)]
+    unknown = [k for k in data if k not in order]
+    if unknown:
+        raise unknown_choice("Chapter 3 claim", unknown[0], order)
+    return {
+        cid: claims.evaluate(cid, data[cid], profile=profile, sources=src,
+                             link=f"{CHAPTER_PAGE}#{SECTION_ANCHORS[claim_section(cid)]}")
+        for cid in order if cid in data
+    }
+
+
+def _ci(ev: claims.Evidence) -> str:
+    return f"[{ev.ci_low:.3g}, {ev.ci_high:.3g}]" if np.isfinite(ev.ci_low) else "—"
+
+
+def _compared(c: claims.Claim) -> str:
+    """What a claim's estimate is, in its arms' words: ``(a) − (b)`` or the correlation of ``x`` and ``y``."""
+    if c.rule == "correlation":
+        return f"{c.method.replace('_', ' ')} correlation of ({c.arms[0]}) and ({c.arms[1]})"
+    if len(c.arms) == 2:
+        return f"({c.arms[0]}) − ({c.arms[1]})"
+    return c.arms[0] if c.arms else c.quantity
+
+
+def evidence_table(evidence: Mapping[str, claims.Evidence], data: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """The evidence of some claims as a table for the page: the thesis's words, the arms compared (with their
+    means when ``data`` is given), the estimate with its 95% interval, n, and the verdict with its reason."""
+    rows = []
+    for cid, ev in evidence.items():
+        c = claims.get_claim(cid)
+        row = {"claim": cid, "thesis": c.quote, "estimate of": _compared(c)}
+        if data is not None and cid in data:
+            d = data[cid]
+            first, second = ("a", "b") if "a" in d else ("x", "y")
+            row["arm means"] = f"{np.mean(d[first]):.3f} vs {np.mean(d[second]):.3f}"
+        row.update({"estimate": round(ev.estimate, 4), "95% CI": _ci(ev), "n": "/".join(map(str, ev.n)),
+                    "verdict": ev.verdict, "why": ev.reason})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("claim")
+
+
+def evidence_sentence(ev: claims.Evidence) -> str:
+    """One Markdown sentence from a claim's evidence: the claim, the thesis's words, the verdict, the estimate
+    with its interval, n and the rule's reason."""
+    c = claims.get_claim(ev.claim_id)
+    ci = f", 95% CI {_ci(ev)}" if np.isfinite(ev.ci_low) else ""
+    return (f"`{c.id}` — *\"{c.quote}\"* ({c.figure or c.section}): **{ev.verdict}**; {_compared(c)} = "
+            f"{ev.estimate:.3g}{ci}, n = {'/'.join(map(str, ev.n))}; {ev.reason}.")
+
+
+def evidence_markdown(evidence: Mapping[str, claims.Evidence]) -> str:
+    """:func:`evidence_sentence` of each claim as a Markdown list."""
+    return "\n".join(f"* {evidence_sentence(ev)}" for ev in evidence.values())
+
+
+# --------------------------------------------------------------------------------------------------
+# Fig. 3.4: first-layer filters of the sources (before fine-tuning) and their Gabor likeness
+def source_filters(runs: Sequence[Any], *, profile: str, arch: str, size: int, seed: int = 0) -> dict[str, Any]:
+    """``conv1`` filters of the chapter's sources before fine-tuning, and of a random initialisation.
+
+    The natural source is the same network for every target; each target has its own (leave-target-out)
+    medical source. Returns label -> ``(role, weights (out, in, k, k))``, roles ``natural``, ``medical``,
+    ``random``.
+    """
+    first: dict[tuple[str, str], Any] = {}
+    for run in runs:
+        if run.source in ("natural", "medical"):
+            first.setdefault((run.source, run.spec), run)
+    out: dict[str, Any] = {}
+    for (role, spec), run in first.items():
+        out[f"{role} ({spec.split(':', 2)[-1]})"] = (role, first_layer_filters(before_finetuning(run, profile=profile)))
+    out["random init"] = ("random", first_layer_filters(sources.create(f"random:{arch}", 2, input_size=size,
+                                                                        seed=seed)))
+    return out
+
+
+def filter_likeness_table(filter_sets: Mapping[str, tuple[str, Any]]) -> Any:
+    """One row per ``conv1`` filter: ``network, role, filter, likeness`` (:func:`cfct.similarity.gabor_likeness`).
+
+    The replicates of :data:`FILTER_CLAIM` are filters: the thesis's Fig. 3.4 compares the filters of one
+    ImageNet and one RadImageNet network, so the claim is about these networks' filters (not about repeated
+    pre-trainings).
+    """
+    rows = []
+    for name, (role, weights) in filter_sets.items():
+        for i, value in enumerate(gabor_likeness(weights)):
+            rows.append({"network": name, "role": role, "filter": i, "likeness": float(value)})
+    return pd.DataFrame(rows, columns=["network", "role", "filter", "likeness"])
+
+
+def gabor_summary(likeness: Any, threshold: float = 0.8) -> Any:
+    """Mean Gabor likeness and the share of filters above ``threshold`` per network."""
+    return likeness.groupby("network", sort=False).likeness.agg(
+        **{"Gabor likeness (mean over conv1 filters)": "mean",
+           f"share above {threshold:g}": lambda v: float((v > threshold).mean())}).reset_index()
+
+
+def best_source_lines(summary: Any) -> str:
+    """Per target, the (source, strategy) with the highest mean AUC and the random initialisation's, as Markdown
+    (a description of this run's Table 3.2, not a verdict: the verdicts are the 3.5.1 claims)."""
+    lines = []
+    for target, sub in summary.groupby("target", sort=False):
+        best = sub.sort_values("auc_mean", ascending=False).iloc[0]
+        rnd = sub[sub.source == "random init"].auc_mean.mean()
+        lines.append(f"* **{target}**: highest mean AUC {best.auc_mean:.1f} ± {best.auc_std:.1f} with the "
+                     f"{best.source} source ({best.strategy}); random initialisation {rnd:.1f}.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Table 3.2's AUC: the thesis's Keras metric beside ours, from the stored test probabilities
+AUC_COLUMNS = {
+    "test_auc": "this run: ROC AUC (scikit-learn, exact; binary: P(class 1))",
+    "keras_auc": "this run: Keras AUC (one-hot, micro, 200 thresholds: Table 3.2's definition)",
+    "published": "Table 3.2 (published, thesis target)",
+}
+
+
+def auc_definitions(runs: Sequence[Any]) -> Any:
+    """Per fine-tune: our exact AUC and the AUC Keras reports (:func:`cfct.stats.keras_auc`), the thesis's.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``target, fold, source, strategy, test_auc, keras_auc``.
+    """
+    return pd.DataFrame([
+        {"target": r.target, "fold": r.fold, "source": r.source, "strategy": r.strategy,
+         "test_auc": r.result.metrics["test_auc"],
+         "keras_auc": keras_auc(r.result.test_labels.reshape(-1), r.result.test_probs)}
+        for r in runs
+    ])
+
+
+def table_3_2_comparison(definitions: Any, published: Any, target_of: Mapping[str, str]) -> Any:
+    """Mean ± std (x100) over folds of both AUC definitions beside the published Table 3.2 cell.
+
+    ``published`` is :func:`cfct.thesis.table_3_2` (sources ``natural (ImageNet)``, ...), ``target_of`` maps
+    a target name to the thesis's target (:data:`cfct.thesis.THESIS_TARGET_OF`).
+    """
+    def cell(v: Any) -> str:
+        return f"{100 * v.mean():.1f} ± {100 * v.std(ddof=1):.1f}" if len(v) > 1 else f"{100 * v.mean():.1f}"
 
     rows = []
-    for target, sub in table.groupby("target", sort=False):
-        after = sub[sub.kind == "after fine-tuning"].value.mean()
-        indep = sub[sub.kind == "independent mistakes"].value.mean()
-        before = sub[sub.kind == "before fine-tuning"].value.mean()
-        rows.append(
-            {
-                "target": target,
-                "thesis reports": "after fine-tuning > independent mistakes",
-                "first": round(after, 3),
-                "second": round(indep, 3),
-                "this run agrees": bool(after > indep),
-            }
-        )
-        rows.append(
-            {
-                "target": target,
-                "thesis reports": "after fine-tuning > before fine-tuning",
-                "first": round(after, 3),
-                "second": round(before, 3),
-                "this run agrees": bool(after > before),
-            }
-        )
-    return pd.DataFrame(rows)
+    for (target, source, strategy), sub in definitions.groupby(["target", "source", "strategy"], sort=False):
+        name = transfer.target_name(target)
+        pub = published[(published.target == target_of.get(name, "")) & (published.strategy == strategy)
+                        & published.source.str.startswith(source)]
+        rows.append({"target": name, "source": source, "strategy": strategy, "folds": len(sub),
+                     AUC_COLUMNS["test_auc"]: cell(sub.test_auc), AUC_COLUMNS["keras_auc"]: cell(sub.keras_auc),
+                     AUC_COLUMNS["published"]: (f"{pub.auc_mean.iloc[0]:.1f} ± {pub.auc_std.iloc[0]:.1f} "
+                                                f"({target_of[name]})" if len(pub) else "—")})
+    return pd.DataFrame(rows).set_index(["target", "source", "strategy"])
+
+
+def training_note(cfg: ChapterConfig) -> str:
+    """How this run fine-tunes against the thesis's 3.4.2 settings, from the config (for the 3.5.1 table)."""
+    ours = chapter_finetune_config(cfg)
+    thesis = FinetuneConfig.thesis_ch3()
+    return (
+        f"**Learning rate.** This run ({cfg.profile.name} profile) fine-tunes with {ours.optimizer.capitalize()} "
+        f"at lr {ours.lr:g} for at most {ours.max_epochs} epochs (patience {ours.patience}) on "
+        f"{cfg.image_size} px images; the thesis (3.4.2) used {thesis.optimizer.capitalize()} at lr "
+        f"{thesis.lr:g} for at most {thesis.max_epochs} epochs (patience {thesis.patience})."
+        + (" The higher learning rate lets the short schedule converge; sources that need more adaptation (3.6.3) "
+           "may rank differently at the thesis's settings." if ours.lr != thesis.lr else "")
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Before any fine-tuning: the natural network recognises a cat
+NATURAL_RELEASED = "imagenet:efficientnet_lite0"
+
+
+def imagenet_top_classes(picture: np.ndarray, *, spec: str = NATURAL_RELEASED, top: int = 3,
+                         model: nn.Module | None = None) -> Any:
+    """Classify an RGB picture with a released ImageNet network: its ``top`` classes and probabilities.
+
+    The picture's shorter side is resized to the network's input size and centre-cropped, then normalised with
+    the registry's mean and std (EfficientNet-Lite: ``(x - 0.5) / 0.5``). Class names are torchvision's ImageNet
+    categories (shipped with torchvision, offline).
+
+    Parameters
+    ----------
+    picture : uint8 array (H, W, 3)
+    spec : str
+        A released ImageNet source (:data:`cfct.released.RELEASED`).
+    top : int
+    model : nn.Module, optional
+        The loaded network (else :func:`cfct.released.load_released`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``rank, class_index, class_name, probability``.
+    """
+    import torchvision
+    import torchvision.transforms.functional as TF
+
+    from cfct import released
+
+    source = released.released_source(spec)
+    if not source.spec.startswith("imagenet:"):
+        raise unknown_choice("released ImageNet network", spec,
+                             [k for k in released.RELEASED if k.startswith("imagenet:")])
+    img = np.asarray(picture)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ConfigError(f"picture must be a uint8 RGB array (H, W, 3); got {img.dtype} {img.shape}")
+    model = model if model is not None else released.load_released(spec)
+    x = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
+    x = TF.center_crop(TF.resize(x, source.input_size, antialias=True), source.input_size)
+    x = TF.normalize(x, source.mean, source.std)[None]
+    with torch.no_grad():
+        probs = model.eval()(x).softmax(dim=1)[0]
+    names = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
+    if len(names) != probs.numel():
+        raise IncompatibleError(f"{spec} has {probs.numel()} outputs, ImageNet has {len(names)} classes")
+    p, idx = probs.topk(top)
+    return pd.DataFrame({"rank": range(1, top + 1), "class_index": idx.tolist(),
+                         "class_name": [names[i] for i in idx.tolist()], "probability": p.tolist()})
+
+
+def released_note(spec: str = NATURAL_RELEASED) -> str:
+    """One line of provenance of a released source, read from the registry."""
+    from cfct import released
+
+    s = released.released_source(spec)
+    return (f"*Network*: `{s.spec}` ({s.architecture}), trained on {s.trained_on}; weights {s.provenance}; "
+            f"licence {s.licence}. It stands in for {s.stands_in_for}.")
 
 
 # --------------------------------------------------------------------------------------------------
