@@ -88,8 +88,9 @@ _CH3 = (
         "medical_source",
         str,
         None,
-        "medical source spec; {target} is replaced by the target (default: pretrained:<arch>:medmnist-lto:{target})",
-        from_profile=lambda p: f"pretrained:{p.arch}:medmnist-lto:{{target}}",
+        "medical source spec; {target} is replaced by the target (default: pretrained:<arch>:medical-lto:{target}, "
+        "every local medical set except the target)",
+        from_profile=lambda p: f"pretrained:{p.arch}:medical-lto:{{target}}",
     ),
     Param("arch", str, None, "architecture of the random-initialisation baseline", from_profile=lambda p: p.arch,
           check=check_arch),
