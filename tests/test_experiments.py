@@ -201,7 +201,8 @@ def test_chapter_5_collapsed_runs() -> None:
     table = pd.DataFrame({"target": "t", "source": ["a", "a", "b"], "iid_auc": [0.5, 0.7, 0.5],
                           "ood_auc": [0.5, 0.6, 0.4]})
     (collapsed,) = ch5.collapsed_runs(table)
-    assert collapsed.estimate == 0.5 and "1 of 2 fine-tunes" in collapsed.sentence
+    assert collapsed.share == 0.5 and "1 of 2 fine-tunes" in collapsed.sentence
+    assert ch5.collapsed_runs(table[table["iid_auc"] > 0.5]) == []
 
 
 def test_chapter_5_claims_evidence_pairs_by_key_not_row_order() -> None:

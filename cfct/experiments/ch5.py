@@ -19,7 +19,6 @@ from cfct.config import ChapterConfig
 from cfct.data import ImageSet
 from cfct.errors import ConfigError, unknown_choice
 from cfct.experiments import ch4, robustness
-from cfct.experiments.findings import Finding
 from cfct.experiments.jobs import Job, pretrain_jobs
 from cfct.spectral import (
     SOURCE_EDITS,
@@ -589,20 +588,32 @@ def jobs(cfg: ChapterConfig) -> list[Job]:
     return out
 
 
-def collapsed_runs(table: pd.DataFrame) -> list[Finding]:
+@dataclasses.dataclass(frozen=True)
+class CollapsedRuns:
+    """Fine-tunes of one target and source that collapsed to a constant score (a caveat, not a verdict)."""
+
+    target: str
+    source: str
+    collapsed: int
+    total: int
+
+    @property
+    def share(self) -> float:
+        return self.collapsed / self.total
+
+    @property
+    def sentence(self) -> str:
+        return (f"\n* **{self.target} / {self.source}**: {self.collapsed} of {self.total} fine-tunes predict one "
+                "constant score for every test image (AUC exactly 0.5): the model collapsed rather than learned or "
+                "ignored the shortcut, so its o.o.d. AUC says nothing about robustness.")
+
+
+def collapsed_runs(table: pd.DataFrame) -> list[CollapsedRuns]:
     """Fine-tunes that predict one constant score for every test image (AUC exactly 0.5 on both test sets),
     per target and source: their o.o.d. AUC says nothing about robustness."""
     collapsed = table[(table.iid_auc == 0.5) & (table.ood_auc == 0.5)]
-    out = []
-    for (target, source), d in collapsed.groupby(["target", "source"], sort=False):
-        total = len(table[(table.target == target) & (table.source == source)])
-        out.append(Finding(
-            f"{target} / {source} fine-tunes collapsed", len(d) / total, None,
-            f"\n* **{target} / {source}**: {len(d)} of {total} fine-tunes predict one constant score for every "
-            "test image (AUC exactly 0.5): the model collapsed rather than learned or ignored the shortcut, so its "
-            "o.o.d. AUC says nothing about robustness.",
-        ))
-    return out
+    return [CollapsedRuns(target, source, len(d), len(table[(table.target == target) & (table.source == source)]))
+            for (target, source), d in collapsed.groupby(["target", "source"], sort=False)]
 
 
 # ------------------------------------------------------------------------------------------------ claims ledger
