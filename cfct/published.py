@@ -269,10 +269,11 @@ PRINTED_CD = float(_TEXT["dataset.cd"])
 def text_6_5_values() -> dict[str, float | int | bool | tuple[str, ...]]:
     """Everything the text of 6.5 states that the published files can decide, recomputed from them.
 
-    Keys are those of :data:`cfct.thesis.TEXT_6_5` (per-target and per-source keys are given for every target
-    or source, so a printed number about any of them finds its recomputed value). AUCs on the 0-1 scale under
-    ``auc.<target>.<source>``, x 100 under ``auc100.<target>.<source>``; names are MedMNIST flags, source names
-    of the published files (``imagenet``, ``radimagenet``, ``medmnist`` = leave-target-out) or method names
+    Keys are those of :data:`cfct.thesis.TEXT_6_5`; per-target and per-source keys are given for every target or
+    source, so a printed number about any of them finds its recomputed value. AUCs on the 0-1 scale under
+    ``auc.<target>.<source>``, x 100 under ``auc100.<target>.<source>``; training-set sizes from
+    ``medmnist.INFO`` under ``medmnist_train.<target>``. Names are MedMNIST flags, source names of the published
+    files (``imagenet``, ``radimagenet``, ``medmnist`` = leave-target-out) or method names
     (:data:`cfct.transferability.METHODS`). Ranks are those of :func:`cfct.stats.rank_methods` (SFDA's "-"
     ranked last, as the thesis does); the critical difference is the textbook Nemenyi value for 7 methods
     (:func:`cfct.stats.nemenyi_cd`).
@@ -285,7 +286,11 @@ def text_6_5_values() -> dict[str, float | int | bool | tuple[str, ...]]:
             if np.isfinite(auc_d.loc[s, t]):
                 out[f"auc.{t}.{s}"] = float(auc_d.loc[s, t])
                 out[f"auc100.{t}.{s}"] = float(100 * auc_d.loc[s, t])
-    # 6.5.1: size, similarity, diversity, medical vs ImageNet
+    # 6.5.1: size (training-set sizes from MedMNIST's own metadata), similarity, diversity, medical vs ImageNet
+    import medmnist  # noqa: PLC0415  (only this check needs MedMNIST's metadata)
+
+    for t in TARGETS:
+        out[f"medmnist_train.{t}"] = int(medmnist.INFO[t]["n_samples"]["train"])
     pair = [t for t in TARGETS if t not in ("breastmnist", "organsmnist")]
     won = [t for t in pair if auc_d.loc["breastmnist", t] > auc_d.loc["organsmnist", t]]
     out |= {"breast_vs_organs.wins": len(won), "breast_vs_organs.targets": len(pair),
