@@ -6,8 +6,9 @@ string so that a chapter parameter names its data:
 * targets (:func:`load_target`): ``medmnist:<flag>`` (any 2D MedMNIST flag; a bare ``<flag>`` is a shorthand)
   and ``csv:<folder>`` (a folder of images with ``labels.csv``);
 * pre-training sources (:func:`load_dataset`): additionally ``cifar10``, ``medmnist-lto:<target>``
-  (leave-target-out MedMNIST, 6.4.1) and ``imagefolder:<path>``; any spec may end in ``@<n>`` for a seeded,
-  stratified subsample of n images.
+  (leave-target-out MedMNIST, 6.4.1), ``medical-lto:<target>`` (leave-target-out over every local medical set:
+  MedMNIST flags and the :data:`MEDICAL_CSV_SOURCES`; the target may be a flag or a ``csv:`` folder) and
+  ``imagefolder:<path>``; any spec may end in ``@<n>`` for a seeded, stratified subsample of n images.
 
 MedMNIST files are read from ``$CFCT_MIRROR/medmnist`` then ``$CFCT_DATA/medmnist``, downloaded into
 ``$CFCT_DATA/medmnist`` when online, and always MD5-checked against ``medmnist.INFO`` before use.
@@ -53,6 +54,11 @@ __all__ = [
     "parse_target",
     "validate_target",
     "parse_dataset",
+    "MEDICAL_CSV_SOURCES",
+    "budget_shares",
+    "medical_lto_composition",
+    "dataset_composition",
+    "dataset_licence",
     "medmnist_file",
     "load_target",
     "load_dataset",
@@ -220,10 +226,11 @@ class ImageSet:
 # ----------------------------------------------------------------------------------------------- specs
 @dataclasses.dataclass(frozen=True)
 class TargetSpec:
-    """A parsed dataset spec: ``kind`` in {'medmnist', 'csv', 'cifar10', 'medmnist-lto', 'imagefolder'}."""
+    """A parsed dataset spec: ``kind`` in {'medmnist', 'csv', 'cifar10', 'medmnist-lto', 'medical-lto',
+    'imagefolder'}."""
 
     kind: str
-    arg: str  # flag, folder path, or the lto target flag
+    arg: str  # flag, folder path, the medmnist-lto target flag, or the medical-lto target spec
     n: int | None = None  # '@n' subsample size
 
     @property
@@ -232,7 +239,7 @@ class TargetSpec:
         return base if self.n is None else f"{base}@{self.n}"
 
 
-_SPEC_KINDS = ("medmnist", "csv", "cifar10", "medmnist-lto", "imagefolder")
+_SPEC_KINDS = ("medmnist", "csv", "cifar10", "medmnist-lto", "medical-lto", "imagefolder")
 
 
 def _split_n(spec: str) -> tuple[str, int | None]:
@@ -282,6 +289,11 @@ def _parse(spec: str, allowed: Sequence[str]) -> TargetSpec:
         arg = _check_flag(arg)
     elif kind == "medmnist-lto":
         arg = _check_flag(arg.removeprefix("medmnist:"))
+    elif kind == "medical-lto":
+        if not arg.strip():
+            raise ConfigError(f"{spec!r}: medical-lto: needs a target, e.g. 'medical-lto:breastmnist' or "
+                              "'medical-lto:csv:nih-cxr14-sample'")
+        arg = _parse(arg, ("medmnist", "csv")).spec  # canonical target spec (medmnist:<flag> or csv:<folder>)
     elif kind in ("csv", "imagefolder"):
         if not arg.strip():
             raise ConfigError(f"{kind}: needs a folder, e.g. '{kind}:nih-cxr14-sample'")
@@ -301,7 +313,8 @@ def parse_target(spec: str) -> TargetSpec:
 
 
 def parse_dataset(spec: str) -> TargetSpec:
-    """Parse a pre-training dataset spec (targets plus ``cifar10``, ``medmnist-lto:``, ``imagefolder:``)."""
+    """Parse a pre-training dataset spec (targets plus ``cifar10``, ``medmnist-lto:``, ``medical-lto:``,
+    ``imagefolder:``)."""
     return _parse(spec, _SPEC_KINDS)
 
 
@@ -702,6 +715,186 @@ def _load_lto(target: str, size: int, split: str) -> ImageSet:
     )
 
 
+MEDICAL_CSV_SOURCES: tuple[str, ...] = ("csv:nih-cxr14-sample", "csv:iqothnccd-lung-ct")
+"""The local medical ``csv:`` folders (``$CFCT_MIRROR``) that ``medical-lto:`` pre-trains on besides MedMNIST:
+1,000 NIH ChestX-ray14 radiographs (no finding / any finding) and 1,055 IQ-OTH/NCCD lung CT slices (normal /
+lesion)."""
+
+
+def budget_shares(sizes: Sequence[int], cap: int | None) -> list[int]:
+    """How many images each set gives to a capped union: equal shares of ``cap``, a small set's unused share
+    passed on equally to the larger ones (water-filling), so the total is ``min(cap, sum(sizes))``.
+
+    Deterministic; where ``cap`` does not divide evenly, the first sets in the given order get one more.
+
+    Examples
+    --------
+    >>> budget_shares([4708, 1000, 1055], 6000)
+    [3945, 1000, 1055]
+    >>> budget_shares([10, 10, 10], 7)
+    [3, 2, 2]
+    """
+    sizes = [int(n) for n in sizes]
+    if any(n < 0 for n in sizes):
+        raise ConfigError(f"set sizes must be non-negative; got {sizes}")
+    if cap is None or cap >= sum(sizes):
+        return sizes
+    if isinstance(cap, bool) or int(cap) < 0:
+        raise ConfigError(f"cap must be None or a non-negative int; got {cap!r}")
+    shares = [0] * len(sizes)
+    left, open_sets = int(cap), list(range(len(sizes)))
+    while left > 0 and open_sets:
+        each, extra = divmod(left, len(open_sets))
+        full = [i for i in open_sets if sizes[i] - shares[i] <= each]
+        if not full:  # every open set takes its equal share; the remainder goes to the first ones
+            for rank, i in enumerate(open_sets):
+                shares[i] += each + (rank < extra)
+            break
+        for i in full:  # smaller sets take all they have; what they leave is shared again
+            left -= sizes[i] - shares[i]
+            shares[i] = sizes[i]
+        open_sets = [i for i in open_sets if i not in full]
+    return shares
+
+
+def _same_folder(a: str, b: str) -> bool:
+    try:
+        return _resolve_folder(a, "csv") == _resolve_folder(b, "csv")
+    except DataMissingError:
+        return False
+
+
+def medical_lto_composition(target: str, size: int) -> tuple[list[str], list[str]]:
+    """The sets ``medical-lto:<target>`` pre-trains on at ``size`` px, and those skipped with the reason.
+
+    Every local single-label 2D MedMNIST flag (as ``medmnist-lto:``) and every :data:`MEDICAL_CSV_SOURCES`
+    folder found, except the target: a MedMNIST target leaves out its flag, a ``csv:`` target leaves out the
+    medical folder it resolves to (by path, so ``csv:/abs/path/nih-cxr14-sample`` is the same set). Reads no
+    images, so it can enter cache keys.
+
+    Raises
+    ------
+    ConfigError
+        The target is not a MedMNIST flag or a ``csv:`` folder (the message lists the valid flags).
+    DataMissingError
+        A ``csv:`` target folder that does not exist.
+    """
+    t = _parse(target, ("medmnist", "csv"))
+    if t.n is not None:
+        raise ConfigError(f"medical-lto target {target!r}: put '@<n>' after the whole spec, not the target")
+    if t.kind == "csv":
+        _resolve_folder(t.arg, "csv")  # an unknown target folder is an error, not 'nothing to leave out'
+    _check_size(size)
+    flags, skipped = _lto_flags(t.arg if t.kind == "medmnist" else "", size)
+    used = [f"medmnist:{f}" for f in flags]
+    if t.kind == "medmnist":
+        skipped.append(f"medmnist:{t.arg} (the target)")
+    for source in MEDICAL_CSV_SOURCES:
+        folder = source.removeprefix("csv:")
+        if t.kind == "csv" and _same_folder(folder, t.arg):
+            skipped.append(f"{source} (the target)")
+            continue
+        try:
+            _resolve_folder(folder, "csv")
+        except DataMissingError:
+            skipped.append(f"{source} (not local)")
+            continue
+        used.append(source)
+    return used, skipped
+
+
+def _load_medical_lto(target: str, size: int, split: str, seed: int, cap: int | None) -> ImageSet:
+    """Leave-target-out over every local medical set: a multi-class pretext of (set x label) classes.
+
+    Each set is cut to its :func:`budget_shares` share of ``cap`` by a seeded stratified subsample, so the
+    union holds at most ``cap`` images (the profile's ``pretrain_max_images``) whatever the number of sets.
+    ``csv:`` folders without a ``split`` column give all their images to the ``'train'`` split.
+    """
+    used, skipped = medical_lto_composition(target, size)
+    if not used:
+        raise DataMissingError(
+            f"medical-lto:{target} at {size} px: no other medical set is available (skipped: {', '.join(skipped)})"
+        )
+    parts = []
+    for source in used:
+        kind, _, arg = source.partition(":")
+        part_split = split
+        if kind == "csv" and split == "train":
+            labels_csv = _resolve_folder(arg, "csv") / "labels.csv"
+            if "split" not in pd.read_csv(labels_csv, nrows=0).columns:
+                part_split = "all"
+        parts.append(_load_medmnist(arg, size, part_split) if kind == "medmnist" else _load_csv(arg, size, part_split))
+    shares = budget_shares([len(p) for p in parts], cap)
+    parts = [p.subset(stratified_subsample(p.labels, k, seed)) if k < len(p) else p
+             for p, k in zip(parts, shares, strict=True)]
+    rgb = any(p.images.shape[-1] == 3 for p in parts)
+    images, labels, names, source_col = [], [], [], []
+    for source, p in zip(used, parts, strict=True):
+        images.append(np.repeat(p.images, 3, axis=-1) if rgb and p.images.shape[-1] == 1 else p.images)
+        labels.append(p.labels + len(names))
+        names.extend(f"{source}:{c}" for c in p.class_names)
+        source_col.extend([source] * len(p))
+    capped = "" if cap is None else f"[cap={cap},seed={seed}]"
+    return ImageSet(
+        np.concatenate(images),
+        np.concatenate(labels),
+        "binary" if len(names) == 2 else "multi-class",
+        tuple(names),
+        name=f"medical-lto:{target}@{size}:{split}{capped}",
+        meta=pd.DataFrame({"source": source_col}),
+    )
+
+
+def dataset_composition(spec: str, size: int) -> list[str]:
+    """The individual sets a dataset spec is made of at ``size`` px (for provenance tables), reading no images.
+
+    ``medmnist-lto:`` / ``medical-lto:`` -> every set they join (``medmnist:<flag>``, ``csv:<folder>``); any
+    other spec -> itself without ``@n``.
+    """
+    t = parse_dataset(spec)
+    if t.kind == "medical-lto":
+        return medical_lto_composition(t.arg, size)[0]
+    if t.kind == "medmnist-lto":
+        return [f"medmnist:{f}" for f in _lto_flags(t.arg, _check_size(size))[0]]
+    return [dataclasses.replace(t, n=None).spec]
+
+
+def _manifest_licence(folder: Path | None) -> str | None:
+    """The licence paragraph of a mirror folder's MANIFEST.md (its '## License' section, else the first
+    sentence that mentions a licence), as the folder's curator wrote it."""
+    manifest = folder / "MANIFEST.md" if folder is not None else None
+    if manifest is None or not manifest.is_file():
+        return None
+    text = manifest.read_text(encoding="utf-8")
+    section = re.search(r"^##+\s*Licen[cs]e\s*\n+(.+?)(?:\n\s*\n|\n#|\Z)", text, flags=re.M | re.S)
+    if section:
+        return " ".join(section.group(1).split())
+    sentence = re.search(r"[^.\n]*licen[cs]e[^.\n]*\.", text, flags=re.I)
+    return " ".join(sentence.group(0).split()) if sentence else None
+
+
+def dataset_licence(spec: str) -> str:
+    """The licence of one set (an element of :func:`dataset_composition`), from its own metadata.
+
+    MedMNIST flags: ``medmnist.INFO[flag]['license']``; ``csv:`` and image folders and CIFAR-10's JPEG copy:
+    the folder's MANIFEST.md (:func:`_manifest_licence`); ``'not stated'`` when there is none.
+    """
+    t = parse_dataset(spec)
+    if t.kind == "medmnist":
+        return f"{_medmnist_info()[t.arg]['license']} (MedMNIST v2)"
+    if t.kind == "cifar10":
+        found = paths.find_file("cifar10-jpeg")
+        licence = _manifest_licence(found if found is not None and found.is_dir() else None)
+        return licence or "CIFAR-10 (Krizhevsky 2009): no licence stated"
+    if t.kind in ("csv", "imagefolder"):
+        try:
+            folder: Path | None = _resolve_folder(t.arg, t.kind)
+        except DataMissingError:
+            folder = None
+        return _manifest_licence(folder) or "not stated"
+    return "; ".join(f"{part}: {dataset_licence(part)}" for part in dataset_composition(spec, 28))
+
+
 # --------------------------------------------------------------------------------------------- public loaders
 def load_target(spec: str, split: str, size: int) -> ImageSet:
     """Load a target dataset split.
@@ -730,7 +923,9 @@ def load_dataset(spec: str, size: int, split: str = "train", seed: int = 0, max_
 
     Specs: ``'cifar10'`` (natural source; 32 px native, resized when ``size != 32``), ``'medmnist:<flag>'``,
     ``'medmnist-lto:<target>'`` (every other available single-label 2D flag, labels offset, class names
-    prefixed by flag), ``'csv:<folder>'``, ``'imagefolder:<path>'`` (a torchvision ImageFolder root; uses
+    prefixed by flag), ``'medical-lto:<target>'`` (every other local medical set, MedMNIST and
+    :data:`MEDICAL_CSV_SOURCES`, each cut to its :func:`budget_shares` share of ``max_images``; the target
+    is a flag or a ``csv:`` folder), ``'csv:<folder>'``, ``'imagefolder:<path>'`` (a torchvision ImageFolder root; uses
     ``<path>/<split>`` when that sub-folder exists). Any spec may end in ``@<n>``: a seeded stratified
     subsample of n images (for image folders only those n are decoded).
 
@@ -768,6 +963,8 @@ def _load(t: TargetSpec, size: int, split: str, seed: int, cap: int | None = Non
         ds = _load_medmnist(t.arg, _check_size(size), split)
     elif t.kind == "medmnist-lto":
         ds = _load_lto(t.arg, size, split)
+    elif t.kind == "medical-lto":
+        ds = _load_medical_lto(t.arg, size, split, seed, cap if t.n is None else None)
     elif t.kind == "csv":
         ds = _load_csv(t.arg, size, split)
     elif t.kind == "cifar10":
@@ -1089,8 +1286,12 @@ def _serial_if_small(x: torch.Tensor | np.ndarray) -> Iterator[None]:
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
-"""Per-source normalisation (6.4.2): ImageNet statistics for ImageNet weights, else mean 0.5 / std 0.5."""
+"""Per-source normalisation of an image in [0, 1] (6.4.2): ``imagenet`` statistics for torchvision's ImageNet
+weights; ``half`` (mean 0.5 / std 0.5, i.e. [-1, 1]) for cfct's own sources and, by their training, the released
+EfficientNet-Lites; ``unit`` (unchanged [0, 1]) for Astra's CT encoder, which was trained on an HU window scaled
+to [0, 1]. Which source takes which is decided in one place, :func:`cfct.sources.normalization`."""
 
 
 def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:

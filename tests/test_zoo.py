@@ -63,7 +63,7 @@ def test_parse_spec(spec: str, expected: tuple) -> None:
 def test_parse_spec_unknown_kind_lists_kinds() -> None:
     with pytest.raises(
         ConfigError,
-        match="unknown source kind 'torchhub'; valid choices: random, imagenet, checkpoint, pretrained",
+        match="unknown source kind 'torchhub'; valid choices: random, imagenet, ct, checkpoint, pretrained",
     ):
         sources.parse_spec("torchhub:resnet18")
 
