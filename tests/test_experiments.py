@@ -8,6 +8,7 @@ import pytest
 from scipy import stats as sps
 
 from cfct import stats, thesis
+from cfct import transferability as tr
 from cfct.errors import ConfigError
 from cfct.experiments import ch3, ch4, ch5, ch6, transfer
 
@@ -216,3 +217,23 @@ def test_ch6_compare_text_and_sentences() -> None:
     assert summary.loc["text of 6.5.2"].tolist() == [3, 1, 2]
     with pytest.raises(KeyError, match="no recomputed value"):
         ch6.compare_text(items, {})
+
+
+def test_ch6_zoo_candidates_and_picks() -> None:
+    from cfct import chapters
+
+    cfg = chapters.resolve("06_transferability", profile="smoke", zoo="ct:astra-resnet152",
+                           zoo_archs="efficientnet_lite0,efficientnet_lite1")
+    allc, tuned = ch6.zoo_candidates(cfg, "breastmnist", "dataset")
+    assert allc[-1] == "ct:astra-resnet152" and "ct:astra-resnet152" not in tuned and allc[:-1] == tuned
+    allm, tunedm = ch6.zoo_candidates(cfg, "breastmnist", "model")
+    assert allm == ["imagenet:efficientnet_lite0", "imagenet:efficientnet_lite1"] and tunedm == []
+    paper = chapters.resolve("06_transferability", profile="paper")
+    assert set(paper.zoo) <= set(ch6.zoo_candidates(paper, "breastmnist", "dataset")[1])  # fine-tuned at paper
+    table = pd.DataFrame({m: [0.1, 0.3, 0.2] for m in tr.METHODS}, index=["a", "ct", "b"])
+    table["leep"] = [0.3, 0.1, 0.2]
+    picks = ch6.zoo_picks(table, ["ct", "missing"])
+    assert picks.loc["ours", "pick"] == "ct" and picks.loc["ours", "rank of ct"] == 1
+    assert picks.loc["leep", "pick"] == "a" and picks.loc["leep", "rank of ct"] == 3
+    assert "rank of missing" not in picks.columns
+    assert ch6.source_label("ct:astra-resnet152") == "CT (astra-resnet152)"

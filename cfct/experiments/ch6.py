@@ -47,6 +47,8 @@ TABLE_6_1_BATCH_SIZES: dict[str, tuple[int, int]] = {
 
 
 _SCORE_VERSION = 2
+#: Source kinds without a classification head of their own (LEEP gets a seeded random head).
+_HEADLESS = ("random", "ct")
 
 
 def hyperparameter_grid(target: str, lrs: Sequence[float], weight_decays: Sequence[float],
@@ -101,6 +103,8 @@ def source_label(spec: str) -> str:
         return "random init"
     if parts[0] == "imagenet":
         return f"ImageNet ({parts[1]})"
+    if parts[0] == "ct":
+        return f"CT ({parts[1]})"
     if parts[0] == "pretrained":
         data = ":".join(parts[2:])
         if data.startswith("medmnist-lto:"):
@@ -138,8 +142,8 @@ def source_features(spec: str, train: data.ImageSet, *, store: results.Store | N
     """Penultimate features, source softmax and S_FU of one source on the target training subset (cached).
 
     Returns the stored :class:`cfct.results.Run`: arrays ``features``, ``probs``; metrics ``fu``,
-    ``forward_seconds``, ``fu_seconds``. A ``random:`` source has no head of its own; a seeded random
-    10-class head stands in for LEEP.
+    ``forward_seconds``, ``fu_seconds``. A ``random:`` source and Astra's CT encoder (``ct:``) have no head of
+    their own; a seeded random 10-class head stands in for LEEP (so LEEP does not describe those sources).
     """
 
     store = store or results.default_store()
@@ -149,7 +153,7 @@ def source_features(spec: str, train: data.ImageSet, *, store: results.Store | N
 
     def compute(workdir):
         model = tr_.load_source(
-            spec, 10 if src.kind == "random" else None, input_size=size, store=store, profile=profile, seed=0
+            spec, 10 if src.kind in _HEADLESS else None, input_size=size, store=store, profile=profile, seed=0
         )
         t0 = time.perf_counter()
         feats, probs = source_outputs(model, train, device=device)
@@ -415,6 +419,10 @@ def jobs(cfg: ChapterConfig) -> list[Job]:
         for scenario in ("dataset", "model"):
             specs = scenario_sources(cfg, target, scenario)
             out += pretrain_jobs(specs, cfg.profile)
+            zoo_only = [z for z in zoo_candidates(cfg, target, scenario)[0] if z not in specs]
+            for spec in zoo_only:  # released sources scored only (features and S_FU, no fine-tuning)
+                key = source_features_config(spec, train, profile=cfg.profile, fu_batches=cfg.fu_batches)
+                out.append(Job("ch6-source-features", key, 1, functools.partial(_features_job, target, spec, cfg)))
             for spec in specs:
                 key = source_features_config(spec, train, profile=cfg.profile, fu_batches=cfg.fu_batches)
                 out.append(Job("ch6-source-features", key, 1, functools.partial(_features_job, target, spec, cfg)))
@@ -423,7 +431,8 @@ def jobs(cfg: ChapterConfig) -> list[Job]:
                                      seed=cfg.seed, device=cfg.device)
                     key = tr_.finetune_config(spec, train, val, test, ft, profile=cfg.profile)
                     out.append(Job("finetune", key, 1, functools.partial(_grid_job, target, spec, point, cfg)))
-    return out
+    # a source scored in both scenarios (a released Lite) has one features run
+    return list({(j.kind, j.key): j for j in out}.values())
 
 
 # ------------------------------------------------------------------------------------------------ text checks
@@ -817,3 +826,63 @@ def live_tables(results_: Mapping[int, LiveResult]) -> tuple[pd.DataFrame, pd.Da
                                                                value_name="test_auc")
         truth.append(t.dropna(subset=["test_auc"]).assign(seed=seed))
     return pd.concat(taus, ignore_index=True), pd.concat(truth, ignore_index=True)
+
+
+# ------------------------------------------------------------------------------------------ released zoo
+def zoo_candidates(cfg: ChapterConfig, target: str, scenario: str) -> tuple[list[str], list[str]]:
+    """The candidates of the released-zoo comparison on one target: (all candidates, those fine-tuned).
+
+    Dataset scenario: the live candidates (fine-tuned for the ground truth) plus ``cfg.zoo``; model scenario:
+    ``imagenet:<arch>`` for each of ``cfg.zoo_archs``. A zoo source is fine-tuned only when it is also one of
+    the live candidates (the ``paper`` profile lists them in ``sources`` / ``archs``).
+    """
+    live = scenario_sources(cfg, target, scenario)
+    extra = list(cfg.zoo) if scenario == "dataset" else [f"imagenet:{a}" for a in cfg.zoo_archs]
+    for spec in extra:
+        sources.parse_spec(spec)
+    if scenario == "dataset":
+        return list(dict.fromkeys(live + extra)), live
+    return extra, [s for s in extra if s in live]
+
+
+def zoo_scores(cfg: ChapterConfig, scenario: str, live: LiveResult | None = None, *,
+               store: results.Store | None = None, progress: bool = True) -> dict[str, pd.DataFrame]:
+    """Every method's score of the released sources beside the live candidates, per target (cached features).
+
+    Returns target -> DataFrame (candidates x METHODS + lp, fu) with ``test_auc`` (the ground truth where the
+    candidate was fine-tuned, from ``live``; NaN where it was only scored) and ``seconds`` (features + S_FU).
+    Scores are normalised over the whole candidate set, as the method would be used to choose among them.
+    """
+    if scenario not in ("dataset", "model"):
+        raise ValueError(f"unknown scenario {scenario!r}; valid choices: dataset, model")
+    store = store or results.default_store()
+    device = str(tr_.resolve_device(cfg.device))
+    out = {}
+    for target in cfg.targets:
+        specs, _ = zoo_candidates(cfg, target, scenario)
+        if not specs:
+            continue
+        train, _, _ = target_splits(target, cfg.image_size, cfg.train_per_class, cfg.val_per_class, seed=cfg.seed)
+        table, _ = score_target(specs, train, store=store, profile=cfg.profile, scenario=scenario,
+                                fu_batches=cfg.fu_batches, device=device, progress=progress)
+        secs = {}
+        for spec in specs:
+            m = source_features(spec, train, store=store, profile=cfg.profile, fu_batches=cfg.fu_batches,
+                                device=device).metrics
+            secs[spec] = m["forward_seconds"] + m["fu_seconds"]
+        truth = live.truth[target] if live is not None and target in live.truth else pd.Series(dtype=float)
+        table["test_auc"] = [float(truth.get(s, np.nan)) for s in table.index]
+        table["seconds"] = pd.Series(secs)
+        out[target] = table
+    return out
+
+
+def zoo_picks(table: pd.DataFrame, zoo_specs: Sequence[str]) -> pd.DataFrame:
+    """Per method: the candidate it ranks first, and the rank (1 = best) it gives each released source."""
+    rows = {}
+    for m in METHODS:
+        col = table[m].astype(float)
+        ranks = col.rank(ascending=False, method="min")
+        rows[m] = {"pick": col.idxmax() if col.notna().any() else None,
+                   **{f"rank of {z}": ranks.get(z, np.nan) for z in zoo_specs if z in table.index}}
+    return pd.DataFrame(rows).T
