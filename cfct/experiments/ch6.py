@@ -813,8 +813,10 @@ def verdict_sentence(ev: claims.Evidence, unit: str = "") -> str:
     est = f"{ev.estimate:+.3f}{unit}" if np.isfinite(ev.estimate) else "n/a"
     ci = f" [95% CI {ev.ci_low:+.3f}, {ev.ci_high:+.3f}]" if np.isfinite(ev.ci_low) else ""
     n = "/".join(map(str, ev.n))
-    return (f"*\"{c.quote}\"* ({c.section}): **{ev.verdict}**: {c.rule.replace('_', ' ')} estimate {est}{ci}, "
-            f"n = {n}; {ev.reason}.")
+    what = {"paired_difference": f"mean difference ({' - '.join(c.arms)})", "unpaired_difference":
+            f"difference of means ({' - '.join(c.arms)})", "greater_than": f"mean ({', '.join(c.arms)})",
+            "correlation": f"{c.method} correlation"}[c.rule]
+    return f"*\"{c.quote}\"* ({c.section}): **{ev.verdict}**: {what} {est}{ci}, n = {n}; {ev.reason}."
 
 
 def live_tables(results_: Mapping[int, LiveResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
