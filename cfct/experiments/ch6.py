@@ -710,13 +710,10 @@ def size_taus(auc: pd.DataFrame, sizes: pd.DataFrame) -> pd.Series:
 
 #: The sources the claim data read from the published files, for the ledger.
 PUBLISHED_SOURCES = f"published files of {published.REPO} @ {published.COMMIT[:7]}"
-#: The source specs the live arms of ``ch7.diverse-beats-ct-source-breast`` compare (LTO MedMNIST vs CT).
-CT_SOURCE = "ct:astra-resnet152"
 
 
-def claims_data(tables: BenchmarkTables, *, live_taus: pd.DataFrame | None = None,
-                live_truth: pd.DataFrame | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """The replicates of every Chapter 6 claim (and of ``ch7.diverse-beats-ct-source-breast``), by claim id.
+def claims_data(tables: BenchmarkTables, *, live_taus: pd.DataFrame | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """The replicates of every Chapter 6 claim, by claim id.
 
     Parameters
     ----------
@@ -724,13 +721,11 @@ def claims_data(tables: BenchmarkTables, *, live_taus: pd.DataFrame | None = Non
         The published benchmark: each target is one replicate (11 targets).
     live_taus : DataFrame, optional
         This run's tau_w, one row per (target, seed) with a column ``ours`` (dataset scenario).
-    live_truth : DataFrame, optional
-        This run's ground truth, tidy: ``target``, ``seed``, ``source`` (spec), ``test_auc``.
 
     Returns
     -------
-    dict claim id -> data for :func:`cfct.claims.evaluate`. Claims whose data are absent (no live run, no CT
-    source among the live candidates) are left out, and appear as ``not run`` in the ledger.
+    dict claim id -> data for :func:`cfct.claims.evaluate`. The live claim is left out without a live run (it
+    then appears as ``not run`` in the ledger).
 
     Notes
     -----
@@ -764,13 +759,6 @@ def claims_data(tables: BenchmarkTables, *, live_taus: pd.DataFrame | None = Non
     }
     if live_taus is not None and len(live_taus):
         out["ch6.live-ours-positive"] = {"values": live_taus["ours"].dropna().to_numpy(float)}
-    if live_truth is not None and len(live_truth):
-        rows = live_truth[live_truth["target"].map(lambda t: str(t).split(":")[-1]) == "breastmnist"]
-        lto = rows[rows["source"].str.contains("medmnist-lto:")].assign(arm="lto")
-        ct = rows[rows["source"] == CT_SOURCE].assign(arm="ct")
-        if len(lto) and len(ct):
-            out["ch7.diverse-beats-ct-source-breast"] = claims.arms_from_table(
-                pd.concat([lto, ct]), value="test_auc", arm="arm", a="lto", b="ct", pair_by="seed")
     return out
 
 
@@ -779,7 +767,6 @@ _LINKS = {
     "ch6.size-not-predictive": "transfer-performance", "ch6.breast-beats-organs": "transfer-performance",
     "ch6.lto-beats-radimagenet": "transfer-performance", "ch6.feature-update-helps": "figures-6-5-and-6-6",
     "ch6.slp-beats-logme": "figures-6-5-and-6-6", "ch6.live-ours-positive": "live-source-selection-on-real-data",
-    "ch7.diverse-beats-ct-source-breast": "live-source-selection-on-real-data",
 }
 
 
@@ -787,10 +774,10 @@ def claims_evidence(data: Mapping[str, Mapping[str, Any]], *, profile: str = "",
                     live_sources: str = "") -> list[claims.Evidence]:
     """Evaluate every claim of :func:`claims_data` with its declared rule (:func:`cfct.claims.evaluate`).
 
-    Returns the evidence in registry order (Chapter 6, then the Chapter 7 conclusion). ``live_sources``
+    Returns the evidence in registry order. ``live_sources``
     describes the live run (targets, sources) for the ledger; published-file claims name the files.
     """
-    order = [c.id for c in claims.registry(6)] + ["ch7.diverse-beats-ct-source-breast"]
+    order = [c.id for c in claims.registry(6)]
     unknown = sorted(set(data) - set(order))
     if unknown:
         raise ValueError(f"no Chapter 6 claim {unknown}; valid: {order}")
@@ -798,7 +785,7 @@ def claims_evidence(data: Mapping[str, Mapping[str, Any]], *, profile: str = "",
     for cid in order:
         if cid not in data:
             continue
-        live = cid in ("ch6.live-ours-positive", "ch7.diverse-beats-ct-source-breast")
+        live = cid == "ch6.live-ours-positive"
         anchor = _LINKS.get(cid, "claims-ledger-chapter-6")
         out.append(claims.evaluate(cid, data[cid], profile=profile,
                                    sources=live_sources if live else PUBLISHED_SOURCES,
