@@ -226,3 +226,15 @@ def test_ch6_zoo_candidates_and_picks() -> None:
     assert picks.loc["leep", "pick"] == "a" and picks.loc["leep", "rank of ct"] == 3
     assert "rank of missing" not in picks.columns
     assert ch6.source_label("ct:astra-resnet152") == "CT (astra-resnet152)"
+
+
+def test_ch6_live_tables_one_row_per_target_and_seed() -> None:
+    taus = pd.DataFrame({"ours": [0.5, 0.4], "leep": [0.1, 0.2]}, index=["breastmnist", "pneumoniamnist"])
+    truth = pd.DataFrame({"breastmnist": [0.8, np.nan], "pneumoniamnist": [0.9, 0.7]}, index=["s1", "s2"])
+    res = ch6.LiveResult("dataset", {}, {}, truth, taus, {}, {})
+    t, g = ch6.live_tables({0: res, 1: res})
+    assert t[["target", "seed", "ours"]].values.tolist() == [
+        ["breastmnist", 0, 0.5], ["pneumoniamnist", 0, 0.4], ["breastmnist", 1, 0.5], ["pneumoniamnist", 1, 0.4]]
+    assert len(g) == 6 and set(g.columns) == {"source", "target", "test_auc", "seed"}  # the NaN cell is dropped
+    values = ch6.claims_data(_bench(), live_taus=t)["ch6.live-ours-positive"]["values"]
+    assert values.tolist() == [0.5, 0.4, 0.5, 0.4]
