@@ -30,11 +30,12 @@ the fine-tuning, feature and gradient code applies to images scaled to [0, 1] (`
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torchvision.models as tvm
@@ -334,7 +335,7 @@ def normalization(spec: str | SourceSpec) -> str:
     return "half"
 
 
-def preprocess(spec: str | SourceSpec) -> Any:
+def preprocess(spec: str | SourceSpec) -> Callable[[np.ndarray | torch.Tensor], torch.Tensor]:
     """A function: uint8 NHWC images (grey or RGB) -> float ``(N, 3, H, W)`` normalised as ``spec`` needs.
 
     ``data.normalize(data.to_tensor(images), normalization(spec))``: scaled to [0, 1], grey repeated to three
@@ -342,7 +343,7 @@ def preprocess(spec: str | SourceSpec) -> Any:
     """
     norm = normalization(spec)
 
-    def apply(images: Any) -> torch.Tensor:
+    def apply(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         return data.normalize(data.to_tensor(images), norm)
 
     return apply
