@@ -233,6 +233,10 @@ _CH5: tuple[Param, ...] = (
 _CH6_SOURCES = ("random:{arch},pretrained:{arch}:cifar10,pretrained:{arch}:cifar10@1000,"
                 "pretrained:{arch}:medmnist-lto:{target},pretrained:{arch}:medmnist:{other}@1000,"
                 "pretrained:{arch}:medmnist:{other}@300")
+# The released sources (cfct.released): real ImageNet and CT-trained weights. Their fine-tunes (the ground truth)
+# cost more than the quick profile's budget, so quick/smoke score them only; paper adds them to the candidates.
+_ZOO = "imagenet:efficientnet_lite0,ct:astra-resnet152"
+_ZOO_ARCHS = "efficientnet_lite0,efficientnet_lite1,efficientnet_lite2"
 _CH6: tuple[Param, ...] = (
     Param("targets", str, None, "MedMNIST target flags (6.4.1)", many=True, check=check_target,
 
@@ -247,13 +251,13 @@ _CH6: tuple[Param, ...] = (
               smoke="random:{arch},pretrained:{arch}:cifar10@300,"
                     "pretrained:{arch}:medmnist-lto:{target},pretrained:{arch}:medmnist:{other}@300",
               quick=_CH6_SOURCES,
-              paper=_CH6_SOURCES)),
+              paper=_CH6_SOURCES + "," + _ZOO)),
     Param("archs", str, None, "architectures of the model scenario", many=True, check=check_arch,
           from_profile=by_profile(
               smoke="resnet18,mobilenetv3_small,shufflenetv2_x0_5",
               quick="resnet18,mobilenetv3_small,shufflenetv2_x0_5,mnasnet1_0",
               paper="resnet18,densenet121,efficientnetv2_s,mobilenetv3_small,googlenet,"
-                    "mnasnet1_0,vgg11,convnext_tiny,shufflenetv2_x0_5")),
+                    "mnasnet1_0,vgg11,convnext_tiny,shufflenetv2_x0_5," + _ZOO_ARCHS)),
     Param("model_source", str, None, "source of the model scenario, {arch} filled in (thesis: imagenet:{arch})",
 
           from_profile=by_profile(
@@ -281,6 +285,12 @@ _CH6: tuple[Param, ...] = (
           "ch3 = light shifts/rotations/flips", choices=("none", "ch3", "ch6"),
           from_profile=by_profile(smoke="ch3", quick="ch3", paper="ch6")),
     Param("fu_batches", int, 6, "batches of the S_FU backward pass (thesis study: 6; Eq. 6.4: 1)"),
+    Param("zoo", str, None, "released pre-trained sources (cfct.released) scored beside the dataset scenario's "
+          "candidates; fine-tuned only where they are also in sources", many=True, check=check_source,
+          from_profile=by_profile(smoke=_ZOO, quick=_ZOO, paper=_ZOO)),
+    Param("zoo_archs", str, None, "architectures of the released ImageNet weights scored as a model scenario "
+          "(imagenet:{arch}); fine-tuned only where they are also in archs", many=True, check=check_arch,
+          from_profile=by_profile(smoke=_ZOO_ARCHS, quick=_ZOO_ARCHS, paper=_ZOO_ARCHS)),
 )
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cfct import paths, stats
+from cfct import paths, stats, thesis
 from cfct import transferability as tr
 from cfct.errors import unknown_choice
 
@@ -207,83 +207,138 @@ def ground_truth_from_logs(scenario: str = "dataset", *, rule: str = "val_loss")
     return out
 
 
-def method_scores(scenario: str = "dataset") -> dict[str, pd.DataFrame]:
+def method_scores(scenario: str = "dataset", *, transformed: bool = True) -> dict[str, pd.DataFrame]:
     """Scores of the seven methods as the thesis ranked them (sources x targets).
 
     ``ours`` is built from the published S_LP and S_FU by :func:`cfct.transferability.transferability_score`
     (Eq. 6.6; Eq. 6.8 in the model scenario); in the model scenario PARC, NCTI, LEEP and N-LEEP are reversed
-    (1 - S), as in Table 6.3.
+    (1 - S), as in Table 6.3. ``transformed=False`` gives the model scenario's scores before those reversals
+    (what 6.5.2 reports as "predominantly negative"); it changes nothing in the dataset scenario.
     """
     out = {m: scores(m, scenario) for m in ("logme", "parc", "sfda", "ncti", "leep", "nleep")}
-    if scenario == "model":
+    if scenario == "model" and transformed:
         for m in tr.MODEL_REVERSED:
             out[m] = 1 - out[m]
-    out["ours"] = ours(scenario)
+    out["ours"] = ours(scenario, reverse=scenario == "model" and transformed)
     return {m: out[m] for m in _METHODS}
 
 
-def ours(scenario: str = "dataset", terms: str = "both") -> pd.DataFrame:
+def ours(scenario: str = "dataset", terms: str = "both", *, reverse: bool | None = None) -> pd.DataFrame:
     """The thesis metric from the published S_LP / S_FU terms; ``terms`` = both / lp / fu (ablation, Fig.
-    6.6)."""
+    6.6). ``reverse`` (default: in the model scenario) applies Eq. 6.8's reversal of the normalised terms."""
     lp, fu = scores("lp", scenario), scores("fu", scenario)
+    combine_as = "model" if (scenario == "model" if reverse is None else reverse) else "dataset"
     return pd.DataFrame(
         {
-            t: tr.transferability_score(lp[t].to_dict(), fu[t].to_dict(), scenario=scenario, terms=terms)
+            t: tr.transferability_score(lp[t].to_dict(), fu[t].to_dict(), scenario=combine_as, terms=terms)
             for t in TARGETS
         }
     ).loc[lp.index]
 
 
-def tau_table(scenario: str = "dataset") -> pd.DataFrame:
-    """tau_w of each method (columns) on each target (rows) from the published files (Tables 6.2 / 6.3)."""
-    return stats.tau_table(method_scores(scenario), aucs(scenario)[list(TARGETS)], TARGETS)
+def tau_table(scenario: str = "dataset", *, transformed: bool = True) -> pd.DataFrame:
+    """tau_w of each method (columns) on each target (rows) from the published files (Tables 6.2 / 6.3);
+    ``transformed=False``: the model scenario's methods before the 1 - S reversals."""
+    return stats.tau_table(method_scores(scenario, transformed=transformed), aucs(scenario)[list(TARGETS)],
+                           TARGETS)
+
+
+def ablation_taus() -> pd.DataFrame:
+    """tau_w of S_LP alone, S_FU alone and their product per target (Figure 6.6; columns lp, fu, ours)."""
+    truth = aucs("dataset")[list(TARGETS)]
+    return pd.DataFrame({
+        name: stats.tau_table({name: ours("dataset", terms=terms)}, truth, TARGETS)[name]
+        for name, terms in (("lp", "lp"), ("fu", "fu"), ("ours", "both"))
+    })
 
 
 # ------------------------------------------------------------------ numbers as printed in the thesis
+# Typed in once, in cfct.thesis; these names are kept for the chapter's exercises and older callers.
 #: Thesis Table 6.2 as printed (published tau_w; NaN = "-"), rows in TARGETS order, columns in METHODS order.
-PRINTED_TABLE_6_2 = pd.DataFrame(
-    [
-        [0.11, 0.30, 0.30, 0.07, 0.48, 0.75, 0.78],
-        [0.22, 0.20, np.nan, -0.15, 0.26, 0.21, 0.44],
-        [0.52, 0.34, -0.27, 0.19, 0.23, 0.44, 0.70],
-        [0.26, 0.34, 0.19, 0.27, 0.52, 0.23, 0.45],
-        [0.26, 0.27, -0.00, -0.26, 0.18, 0.32, 0.57],
-        [0.47, 0.50, 0.43, 0.46, 0.40, 0.47, 0.11],
-        [0.12, 0.17, 0.66, 0.31, 0.24, 0.10, 0.22],
-        [0.51, 0.54, 0.38, 0.40, 0.56, 0.57, 0.62],
-        [0.31, 0.12, np.nan, -0.37, 0.22, 0.31, 0.61],
-        [0.33, 0.50, 0.27, 0.47, 0.34, 0.55, 0.60],
-        [0.58, -0.01, 0.46, 0.62, 0.42, 0.58, 0.65],
-    ],
-    index=pd.Index(TARGETS, name="target"),
-    columns=list(_METHODS),
-)
+PRINTED_TABLE_6_2 = thesis.table_6_2()[0]
 #: Thesis Table 6.3 as printed (published tau_w, with 1-S for PARC, NCTI, LEEP, N-LEEP and Ours).
-PRINTED_TABLE_6_3 = pd.DataFrame(
-    [
-        [-0.20, -0.01, 0.28, 0.32, 0.48, 0.35, -0.00],
-        [-0.23, -0.18, 0.40, 0.69, 0.22, 0.17, 0.22],
-        [-0.15, 0.46, 0.23, -0.01, 0.45, 0.38, 0.19],
-        [0.26, 0.51, 0.16, 0.38, 0.44, 0.66, 0.11],
-        [0.36, 0.60, 0.33, -0.00, 0.53, 0.52, 0.70],
-        [0.29, 0.09, 0.12, 0.01, 0.10, 0.04, 0.19],
-        [0.39, 0.21, 0.04, -0.14, 0.35, -0.06, 0.42],
-        [-0.50, -0.75, 0.09, -0.39, 0.14, -0.51, -0.30],
-        [-0.08, 0.28, 0.16, 0.29, 0.25, 0.12, 0.32],
-        [0.29, -0.18, 0.40, 0.09, -0.09, -0.12, 0.70],
-        [-0.03, 0.21, -0.15, -0.15, 0.19, -0.01, 0.32],
-    ],
-    index=pd.Index(TARGETS, name="target"),
-    columns=list(_METHODS),
-)
+PRINTED_TABLE_6_3 = thesis.table_6_3()[0]
 #: Average ranks printed in the last rows of Tables 6.2 and 6.3.
-PRINTED_AVG_RANKS = {
-    "dataset": pd.Series([4.00, 4.00, 5.82, 4.91, 3.91, 3.45, 1.91], index=list(_METHODS)),
-    "model": pd.Series([4.91, 4.09, 3.91, 4.64, 2.91, 4.73, 2.82], index=list(_METHODS)),
-}
+PRINTED_AVG_RANKS = {"dataset": thesis.table_6_2()[2], "model": thesis.table_6_3()[2]}
+_TEXT = {p.key: p.value for p in thesis.TEXT_6_5}
 #: Friedman p-value and Nemenyi CD printed in 6.5.2 (dataset scenario, 11 targets, 7 methods).
-PRINTED_FRIEDMAN_P = 0.002
-PRINTED_CD = 2.792
+PRINTED_FRIEDMAN_P = float(_TEXT["dataset.friedman_p"])
+PRINTED_CD = float(_TEXT["dataset.cd"])
+
+
+def text_6_5_values() -> dict[str, float | int | bool | tuple[str, ...]]:
+    """Everything the text of 6.5 states that the published files can decide, recomputed from them.
+
+    Keys are those of :data:`cfct.thesis.TEXT_6_5`; per-target and per-source keys are given for every target or
+    source, so a printed number about any of them finds its recomputed value. AUCs on the 0-1 scale under
+    ``auc.<target>.<source>``, x 100 under ``auc100.<target>.<source>``; training-set sizes from
+    ``medmnist.INFO`` under ``medmnist_train.<target>``. Names are MedMNIST flags, source names of the published
+    files (``imagenet``, ``radimagenet``, ``medmnist`` = leave-target-out) or method names
+    (:data:`cfct.transferability.METHODS`). Ranks are those of :func:`cfct.stats.rank_methods` (SFDA's "-"
+    ranked last, as the thesis does); the critical difference is the textbook Nemenyi value for 7 methods
+    (:func:`cfct.stats.nemenyi_cd`).
+    """
+    auc_d = aucs("dataset")[list(TARGETS)]
+    auc_m = aucs("model")[list(TARGETS)]
+    out: dict[str, float | int | bool | tuple[str, ...]] = {}
+    for t in TARGETS:
+        for s in auc_d.index:
+            if np.isfinite(auc_d.loc[s, t]):
+                out[f"auc.{t}.{s}"] = float(auc_d.loc[s, t])
+                out[f"auc100.{t}.{s}"] = float(100 * auc_d.loc[s, t])
+    # 6.5.1: size (training-set sizes from MedMNIST's own metadata), similarity, diversity, medical vs ImageNet
+    import medmnist  # noqa: PLC0415  (only this check needs MedMNIST's metadata)
+
+    for t in TARGETS:
+        out[f"medmnist_train.{t}"] = int(medmnist.INFO[t]["n_samples"]["train"])
+    pair = [t for t in TARGETS if t not in ("breastmnist", "organsmnist")]
+    won = [t for t in pair if auc_d.loc["breastmnist", t] > auc_d.loc["organsmnist", t]]
+    out |= {"breast_vs_organs.wins": len(won), "breast_vs_organs.targets": len(pair),
+            "breast_vs_organs.named_wins": tuple(won)}
+    pneu = auc_d["pneumoniamnist"].dropna()
+    out["pneumonia.beat_chest"] = tuple(pneu.index[pneu > pneu["chestmnist"]])
+    out["pneumonia.best_source"] = (str(pneu.idxmax()),)
+    lto = [t for t in TARGETS if auc_d.loc["medmnist", t] > auc_d.loc["radimagenet", t]]
+    out |= {"lto_vs_radimagenet.wins": len(lto), "lto_vs_radimagenet.targets": len(TARGETS),
+            "lto_vs_radimagenet.won": tuple(lto)}
+    med = [t for t in TARGETS if auc_d[t].drop("imagenet").max() > auc_d.loc["imagenet", t]]
+    out |= {"medical_vs_imagenet.wins": len(med), "medical_vs_imagenet.won": tuple(med)}
+    # 6.5.2, dataset scenario (Table 6.2)
+    taus_d = tau_table("dataset")
+    ranks_d = stats.rank_methods(taus_d)
+    avg_d = stats.average_ranks(ranks_d)
+    out["dataset.positive_everywhere"] = tuple(m for m in taus_d.columns if (taus_d[m] > 0).all())
+    sf = scores("sfda", "dataset")
+    out["sfda.uniform_one"] = tuple(t for t in TARGETS if np.allclose(sf[t].dropna(), 1.0, rtol=0, atol=1e-12))
+    out["sfda.octmnist.below_one"] = tuple(sf.index[sf["octmnist"] < 1.0])
+    for s in sf.index:
+        out[f"sfda.octmnist.{s}"] = float(sf.loc[s, "octmnist"])
+    out["dataset.ours_best"] = int((ranks_d["ours"] == 1).sum())
+    out["dataset.ours_second"] = int((ranks_d["ours"] == 2).sum())
+    for t in TARGETS:
+        out[f"ours_minus_nleep.{t}"] = float(taus_d.loc[t, "ours"] - taus_d.loc[t, "nleep"])
+    out["dataset.ours_not_best"] = tuple(ranks_d.index[ranks_d["ours"] > 1])
+    out["dataset.friedman_p"] = stats.friedman_test(ranks_d)[1]
+    cd = stats.nemenyi_cd(len(_METHODS), len(TARGETS))
+    out["dataset.cd"] = cd
+    out["dataset.within_cd_of_ours"] = tuple(
+        m for m in avg_d.sort_values().index if m != "ours" and avg_d[m] - avg_d["ours"] <= cd)
+    abl = ablation_taus()
+    out["ablation.fu_helps"] = tuple(abl.index[abl["ours"] > abl["lp"]])
+    three = taus_d[["logme", "sfda", "ncti"]].fillna(-np.inf).max(axis=1)
+    out["ablation.slp_beats_three"] = int((abl["lp"] > three).sum())
+    # 6.5.2, model scenario (Table 6.3 and the scores before the 1 - S reversals)
+    raw = tau_table("model", transformed=False)
+    out["model.positive_everywhere"] = tuple(m for m in raw.columns if (raw[m] > 0).all())
+    out["model.mostly_negative"] = tuple(m for m in raw.columns if (raw[m] < 0).sum() > len(raw) / 2)
+    taus_m = tau_table("model")
+    ranks_m = stats.rank_methods(taus_m)
+    out["model.ours_best"] = int((ranks_m["ours"] == 1).sum())
+    out["model.ours_negative"] = tuple(taus_m.index[taus_m["ours"] < 0])
+    for t in TARGETS:
+        out[f"model.auc_range.{t}"] = float(auc_m[t].max() - auc_m[t].min())
+    out["model.friedman_not_rejected"] = bool(stats.friedman_test(ranks_m)[1] >= 0.05)
+    return out
 
 
 def _minutes(text) -> float:

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from cfct import claims, stats
+from cfct import claims, stats, thesis
+from cfct import transferability as tr
 from cfct.errors import ConfigError
-from cfct.experiments import ch4, ch5, transfer
+from cfct.experiments import ch4, ch5, ch6, transfer
 
 
 def test_fold_summary_known_numbers() -> None:
@@ -282,3 +283,120 @@ def test_chapter_5_quick_profile_gives_every_claim_three_replicates() -> None:
     assert set(ev) == {c.id for c in claims.registry(5)}
     assert min(min(e.n) for e in ev.values()) >= 3, {i: e.n for i, e in ev.items()}
     assert ch5.replicate_note(ev).startswith("Every one of the 16 verdicts")
+
+
+def test_ch6_claims_data_known_values() -> None:
+    data = ch6.claims_data(_bench())
+    # size vs AUC: tau-b over the sources with an AUC (t0 lacks Breast); -1 on t3
+    size = data["ch6.size-not-predictive"]["values"]
+    assert size[-1] == pytest.approx(-1.0)
+    assert size[0] == pytest.approx(sps.kendalltau([13932, 500_000, 1_350_000, 1_281_167],
+                                                   [0.81, 0.83, 0.82, 0.84]).statistic)
+    assert size[1] == pytest.approx(0.6)  # 2 discordant pairs of 10: RadImageNet, the largest, is below two
+    # Breast vs OrganS over the targets where both have an AUC (t0 lacks Breast)
+    assert data["ch6.breast-beats-organs"]["a"].tolist() == [0.80, 0.80, 0.84]
+    assert data["ch6.breast-beats-organs"]["b"].tolist() == [0.81, 0.81, 0.83]
+    # SFDA's undefined tau counts as 0, in both its comparisons and in the mean of NCTI and SFDA
+    assert data["ch6.ours-beats-sfda-dataset"]["b"].tolist() == [0.0] * 4
+    assert data["ch6.simple-beat-sophisticated"]["b"] == pytest.approx([(0.0 + 0.01 * i) / 2 for i in range(4)])
+    assert data["ch6.simple-beat-sophisticated"]["a"] == pytest.approx([0.35 + 0.01 * i for i in range(4)])
+    assert data["ch6.model-scores-negative"]["values"] == pytest.approx(
+        [-(0.2 + 0.0 + 0.3 + 0.4 + 0.6 + 5 * 0.01 * i) / 5 for i in range(4)])
+    assert data["ch6.feature-update-helps"]["a"] - data["ch6.feature-update-helps"]["b"] == pytest.approx([0.1] * 4)
+    assert "ch6.live-ours-positive" not in data
+
+
+def test_ch6_claims_evidence_verdicts() -> None:
+    live_taus = pd.DataFrame({"target": ["breastmnist", "pneumoniamnist"], "seed": [0, 0], "ours": [0.5, 0.4]})
+    data = ch6.claims_data(_bench(), live_taus=live_taus)
+    ev = {e.claim_id: e for e in ch6.claims_evidence(data, profile="smoke", live_sources="live")}
+    assert list(ev)[:2] == ["ch6.size-not-predictive", "ch6.breast-beats-organs"]
+    assert ev["ch6.ours-positive-all-targets"].verdict == "holds"
+    assert ev["ch6.model-scores-negative"].verdict == "holds"  # direction "less" than 0
+    assert ev["ch6.feature-update-helps"].verdict == "holds"  # a - b = 0.1 on every target
+    # size vs AUC: three targets at ~+0.8 and one at -1, so the interval contains 0 and reaches past the margin
+    assert ev["ch6.size-not-predictive"].verdict == "inconclusive"
+    assert ev["ch6.live-ours-positive"].verdict == "inconclusive"
+    assert "too few replicates" in ev["ch6.live-ours-positive"].reason  # two (target, seed) replicates
+    assert ev["ch6.live-ours-positive"].sources == "live"
+    assert ev["ch6.ours-beats-nleep"].sources.startswith("published files of DovileDo/")
+    sentence = ch6.verdict_sentence(ev["ch6.live-ours-positive"])
+    assert "**inconclusive**" in sentence and "n = 2" in sentence
+    with pytest.raises(ValueError, match="no Chapter 6 claim"):
+        ch6.claims_evidence({"ch3.natural-beats-medical-breast": {"a": [1], "b": [0]}})
+
+
+def test_ch6_compare_value_and_table() -> None:
+    assert ch6.compare_value(0.31, 0.3149, 2) and not ch6.compare_value(0.31, 0.3151, 2)
+    assert ch6.compare_value(-0.0, -0.004, 2)  # "-0.00" as printed
+    assert ch6.compare_value(float("nan"), float("nan"), 2) and not ch6.compare_value(0.1, float("nan"), 2)
+    assert ch6.compare_value(3, 3) and not ch6.compare_value(3, 2.5)  # ranks: exact
+    assert ch6.compare_value(("a", "b"), ("b", "a")) and not ch6.compare_value(("a",), ("a", "b"))
+    assert ch6.compare_value(("a",), ("a", "b"), compare="subset")
+    assert ch6.compare_value(True, np.bool_(True)) and not ch6.compare_value(True, False)
+    with pytest.raises(TypeError, match="names compare with names"):
+        ch6.compare_value(("a",), 1.0)
+    printed = pd.DataFrame({"logme": [0.11, 0.22], "ours": [0.78, np.nan]}, index=["bloodmnist", "breastmnist"])
+    recomputed = pd.DataFrame({"logme": [0.1149, 0.2140], "ours": [0.7801, np.nan], "x": [0, 0]},
+                              index=["bloodmnist", "breastmnist"])
+    table = ch6.compare_table("Table X", printed, recomputed, decimals=2)
+    assert len(table) == 4 and table["match"].sum() == 3
+    bad = table[~table["match"]].iloc[0]
+    assert (bad["where"], bad["item"], bad["printed"], bad["recomputed"]) == ("Breast", "LogME", "0.22", "0.2140")
+    assert bad["note"] == "off by one in the last digit"
+    with pytest.raises(ValueError, match="no recomputed value"):
+        ch6.compare_table("Table X", printed.assign(nleep=0.1), recomputed, decimals=2)
+
+
+def test_ch6_compare_text_and_sentences() -> None:
+    items = [thesis.Printed("p", "6.5.2", "p-value = 0.002", 0.002, 3),
+             thesis.Printed("sfda", "6.5.2", "0.99 for Blood", 0.99, 2),
+             thesis.Printed("best", "6.5.2", "on eight target datasets", 8),
+             thesis.Printed("names", "6.5.1", "such as Blood", ("bloodmnist",), compare="subset")]
+    values = {"p": 0.0024, "sfda": 0.9999999997, "best": 7, "names": ("bloodmnist", "dermamnist")}
+    table = ch6.compare_text(items, values)
+    assert table["match"].tolist() == [True, False, False, True]
+    assert table.loc[1, "note"].startswith("agrees if 0.9999999997 is truncated")
+    assert (table.loc[2, "printed"], table.loc[2, "recomputed"]) == ("8", "7")
+    sentences = ch6.text_check_sentences(table)
+    assert sentences == [
+        "**text of 6.5.2**: 2 of 3 printed numbers differ from the published files (6.5.2 / 0.99 for Blood: "
+        "printed 0.99, recomputed 1.0000 (agrees if 0.9999999997 is truncated instead of rounded); 6.5.2 / on "
+        "eight target datasets: printed 8, recomputed 7).",
+        "**text of 6.5.1**: all 1 printed numbers agree with the published files."]
+    summary = ch6.text_check_summary(table)
+    assert summary.loc["text of 6.5.2"].tolist() == [3, 1, 2]
+    with pytest.raises(KeyError, match="no recomputed value"):
+        ch6.compare_text(items, {})
+
+
+def test_ch6_zoo_candidates_and_picks() -> None:
+    from cfct import chapters
+
+    cfg = chapters.resolve("06_transferability", profile="smoke", zoo="ct:astra-resnet152",
+                           zoo_archs="efficientnet_lite0,efficientnet_lite1")
+    allc, tuned = ch6.zoo_candidates(cfg, "breastmnist", "dataset")
+    assert allc[-1] == "ct:astra-resnet152" and "ct:astra-resnet152" not in tuned and allc[:-1] == tuned
+    allm, tunedm = ch6.zoo_candidates(cfg, "breastmnist", "model")
+    assert allm == ["imagenet:efficientnet_lite0", "imagenet:efficientnet_lite1"] and tunedm == []
+    paper = chapters.resolve("06_transferability", profile="paper")
+    assert set(paper.zoo) <= set(ch6.zoo_candidates(paper, "breastmnist", "dataset")[1])  # fine-tuned at paper
+    table = pd.DataFrame({m: [0.1, 0.3, 0.2] for m in tr.METHODS}, index=["a", "ct", "b"])
+    table["leep"] = [0.3, 0.1, 0.2]
+    picks = ch6.zoo_picks(table, ["ct", "missing"])
+    assert picks.loc["ours", "pick"] == "ct" and picks.loc["ours", "rank of ct"] == 1
+    assert picks.loc["leep", "pick"] == "a" and picks.loc["leep", "rank of ct"] == 3
+    assert "rank of missing" not in picks.columns
+    assert ch6.source_label("ct:astra-resnet152") == "CT (astra-resnet152)"
+
+
+def test_ch6_live_tables_one_row_per_target_and_seed() -> None:
+    taus = pd.DataFrame({"ours": [0.5, 0.4], "leep": [0.1, 0.2]}, index=["breastmnist", "pneumoniamnist"])
+    truth = pd.DataFrame({"breastmnist": [0.8, np.nan], "pneumoniamnist": [0.9, 0.7]}, index=["s1", "s2"])
+    res = ch6.LiveResult("dataset", {}, {}, truth, taus, {}, {})
+    t, g = ch6.live_tables({0: res, 1: res})
+    assert t[["target", "seed", "ours"]].values.tolist() == [
+        ["breastmnist", 0, 0.5], ["pneumoniamnist", 0, 0.4], ["breastmnist", 1, 0.5], ["pneumoniamnist", 1, 0.4]]
+    assert len(g) == 6 and set(g.columns) == {"source", "target", "test_auc", "seed"}  # the NaN cell is dropped
+    values = ch6.claims_data(_bench(), live_taus=t)["ch6.live-ours-positive"]["values"]
+    assert values.tolist() == [0.5, 0.4, 0.5, 0.4]

@@ -113,3 +113,63 @@ def test_hash_mismatch_and_missing_offline(tmp_path, monkeypatch, mirror):
         assert "leep_dataset.csv" in msg and "raw.githubusercontent.com" in msg and str(tmp_path) in msg
     finally:
         paths.is_offline.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def recomputation():
+    from cfct.experiments import ch6
+
+    return ch6.recomputed_tables(), published.text_6_5_values()
+
+
+def test_text_checks_find_exactly_the_known_mismatches(recomputation):
+    from cfct.experiments import ch6
+
+    tables, values = recomputation
+    checks = ch6.text_checks(recomputed=tables, values=values)
+    summary = ch6.text_check_summary(checks)
+    assert summary["compared"].to_dict() == {
+        "Table 6.2 tau_w": 77, "Table 6.2 ranks": 77, "Table 6.2 average rank": 7, "Table 6.3 tau_w": 77,
+        "Table 6.3 ranks": 77, "Table 6.3 average rank": 7, "Table 6.4 AUC x 100": 165, "Table 6.5 AUC x 100": 99,
+        "text of 6.5.1": 21, "text of 6.5.2": 25}
+    bad = checks[~checks["match"]]
+    found = sorted(zip(bad["check"], bad["where"], bad["item"].str[:24]))
+    assert found == sorted([
+        # Pneumonia: LogME 0.3113 > NLEEP 0.3074, both printed 0.31 with NLEEP ranked above LogME
+        ("Table 6.2 ranks", "Pneumonia", "LogME"), ("Table 6.2 ranks", "Pneumonia", "NLEEP"),
+        # the average-rank row of Table 6.3 follows the published rank file, not the table's own cells
+        ("Table 6.3 average rank", "Avg. rank", "SFDA"), ("Table 6.3 average rank", "Avg. rank", "NLEEP"),
+        ("text of 6.5.1", "6.5.1", "AUC scores of 0.984 [Bre"),  # 0.98345 (Table 6.4: 98.35)
+        ("text of 6.5.2", "6.5.2", "Our proposed method, alo"),  # LogME is positive on every target too
+        ("text of 6.5.2", "6.5.2", "a minor adjustment to 0."),  # 1 - 3e-10, truncated
+        ("text of 6.5.2", "6.5.2", "Our method outperforms N"),  # Pneumonia: 0.30, not 0.40
+        ("text of 6.5.2", "6.5.2", "by ... 0.25 ... on ... O"),
+        ("text of 6.5.2", "6.5.2", "by ... 0.24 ... on ... D"),
+        ("text of 6.5.2", "6.5.2", "by ... 0.21 ... on ... O"),
+        ("text of 6.5.2", "6.5.2", "by ... 0.20 ... on ... T"),  # 0.07
+        ("text of 6.5.2", "6.5.2", "the critical difference "),  # 2.716 with 7 groups
+        ("text of 6.5.2", "6.5.2", "PARC, NCTI, LEEP, NLEEP,"),  # LogME is mostly negative too
+    ])
+
+
+def test_text_checks_report_an_altered_printed_number(recomputation):
+    """A printed value changed by one unit of its last digit, anywhere, shows up as a mismatch with both values."""
+    import dataclasses
+
+    from cfct import thesis
+    from cfct.experiments import ch6
+
+    tables, values = recomputation
+    printed = ch6.printed_tables()
+    t64, digits = printed["Table 6.4 AUC x 100"]
+    altered = t64.copy()
+    altered.loc["radimagenet", "octmnist"] = 96.94  # printed: 96.93
+    text = [dataclasses.replace(p, value=0.003) if p.key == "dataset.friedman_p" else p for p in thesis.TEXT_6_5]
+    checks = ch6.text_checks({**printed, "Table 6.4 AUC x 100": (altered, digits)}, text, recomputed=tables,
+                             values=values)
+    row = checks[(checks["check"] == "Table 6.4 AUC x 100") & ~checks["match"]]
+    assert row[["where", "item", "printed", "recomputed"]].values.tolist() == [
+        ["RadImageNet", "OCT", "96.94", "96.9283"]]
+    row = checks[checks["item"].str.startswith("The Friedman test rejects") & ~checks["match"]]
+    assert row[["printed", "recomputed"]].values.tolist() == [["0.003", "0.00202"]]
+    assert any("96.94" in s and "96.9283" in s for s in ch6.text_check_sentences(checks))
