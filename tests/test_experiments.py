@@ -285,6 +285,24 @@ def test_chapter_5_quick_profile_gives_every_claim_three_replicates() -> None:
     assert ch5.replicate_note(ev).startswith("Every one of the 16 verdicts")
 
 
+# ------------------------------------------------------------------------------------------------ Chapter 6
+def _bench(n_targets: int = 4) -> ch6.BenchmarkTables:
+    """A hand-made benchmark: 4 targets, 5 sources; AUC rises with size on every target except the last."""
+    targets = [f"t{i}" for i in range(n_targets)]
+    sources = ["breastmnist", "organsmnist", "medmnist", "radimagenet", "imagenet"]
+    sizes = pd.DataFrame({t: [546, 13932, 500_000, 1_350_000, 1_281_167] for t in targets}, index=sources,
+                         dtype=float)
+    auc = pd.DataFrame({t: [0.80, 0.81, 0.83, 0.82, 0.84] for t in targets}, index=sources)
+    auc.iloc[:, -1] = [0.84, 0.83, 0.82, 0.80, 0.81]  # AUC falls with size: tau = -1 on the last target
+    auc.loc["breastmnist", "t0"] = np.nan  # a source on itself has no AUC
+    methods = ["logme", "parc", "sfda", "ncti", "leep", "nleep", "ours"]
+    base = np.array([0.1, 0.2, np.nan, 0.0, 0.3, 0.4, 0.6])
+    taus = pd.DataFrame([base + 0.01 * i for i in range(n_targets)], index=targets, columns=methods)
+    abl = pd.DataFrame({"lp": taus["ours"] - 0.1, "fu": 0.0, "ours": taus["ours"]})
+    return ch6.BenchmarkTables(auc=auc, sizes=sizes, taus_dataset=taus, taus_model=taus * 0.5,
+                               taus_model_raw=-taus.fillna(0.0), ablation=abl)
+
+
 def test_ch6_claims_data_known_values() -> None:
     data = ch6.claims_data(_bench())
     # size vs AUC: tau-b over the sources with an AUC (t0 lacks Breast); -1 on t3
