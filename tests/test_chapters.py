@@ -15,9 +15,11 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
+from cfct import claims
 from cfct.chapters import get_chapter
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +58,11 @@ def test_chapter_runs_at_smoke_profile(chapter_id: str, tmp_path: Path) -> None:
               if o.get("output_type") == "error"]
     assert not errors
     assert list((tmp_path / "tables").glob("*.csv")), "the chapter writes its result tables"
+    # its part of the claims ledger: one row per registered finding of the chapter, each with a verdict
+    ledger = pd.read_csv(tmp_path / "tables" / "claims_ledger.csv")
+    number = get_chapter(chapter_id).number
+    assert list(ledger["id"]) == [c.id for c in claims.registry(number)]
+    assert set(ledger["verdict"]) <= set(claims.VERDICTS) and (ledger["profile"] == "smoke").any()
 
 
 @pytest.mark.chapter
