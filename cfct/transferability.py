@@ -20,7 +20,9 @@ and prints the value differences.
 
 Speed: the costly step of most metrics is a decomposition of the (n, D) feature matrix. Where n < D (the thesis's
 targets: 100 images per class, D = 512-2048) it is done on the n x n Gram matrix, which has the same non-zero
-spectrum; the result is the same up to rounding.
+spectrum; the result is the same up to rounding. A few top components (PARC's exact PCA) come from Lanczos on
+that Gram matrix. S_LP's NCA runs scikit-learn's fit step for step (same initialisation, objective arithmetic and
+L-BFGS-B call) without its per-evaluation validation; PARC ranks with one unstable sort.
 
 Degenerate input is refused early with a :class:`ValueError` naming the problem: fewer than two classes, NaN or
 infinite features, features that are constant over the target set, labels that do not match the features.
