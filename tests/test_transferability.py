@@ -428,14 +428,14 @@ def test_fast_ranks_equal_scipy_rankdata_with_ties():
     assert np.array_equal(tr._few_value_ranks(np.array([0.0, -0.0, 2.0, 1.0])), [1.5, 1.5, 4.0, 3.0])
 
 
-@pytest.mark.parametrize("shape", [(150, 400), (400, 150)])
+@pytest.mark.parametrize("shape", [(150, 400), (400, 150), (520, 600)])  # (520, 600): N-LEEP's 80% by Lanczos
 def test_exact_pca_top_components_equal_scikit_learn_with_its_signs(shape):
     from sklearn.decomposition import PCA
 
     rng = np.random.default_rng(2)
     x = (rng.normal(size=(shape[0], 40)) * 0.9 ** np.arange(40)) @ rng.normal(size=(40, shape[1]))
     x += rng.normal(0, 0.1, shape)
-    for k in (32, 0.8):  # 32 << min(n, D): the Lanczos route; 0.8: the dense one
+    for k in (32, 0.8):  # 32 << min(n, D): the Lanczos route; 0.8: dense below min(n, D) = 500, else Lanczos
         scores, var = tr._pca_exact(x, k)
         ref = PCA(k, svd_solver="full").fit(x)
         # signs matter (PARC correlates samples across components): scikit-learn's convention, not |scores|
