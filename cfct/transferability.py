@@ -339,7 +339,7 @@ def _leep_from_assignments(theta: np.ndarray, y: np.ndarray, c: int, *, log: boo
     joint = np.eye(c, dtype=theta.dtype)[:, y] @ theta  # n P(y, z) = sum_i theta_z(x_i) [y_i = y]; n cancels
     pz = joint.sum(axis=0)
     cond = np.divide(joint, pz, out=np.zeros_like(joint), where=pz > 0)  # P(y | z)
-    eep = np.einsum("iz,iz->i", theta, cond[y])  # empirical predictor's probability of the true label
+    eep = (theta @ cond.T)[np.arange(y.size), y]  # empirical predictor's probability of the true label
     if log:
         return float(np.log(np.maximum(eep, np.finfo(eep.dtype).tiny)).mean())
     return float(eep.mean())
