@@ -737,7 +737,7 @@ def nca_fit(
     The fit of scikit-learn's :class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis` with PCA initialisation
     and L-BFGS-B, ``max_iter`` = 50 (the thesis's study): the same initialisation (scikit-learn's PCA seeded as
     there), the same objective evaluated in the same precision and the same SciPy L-BFGS-B call with the same
-    options, so the same iterates and the same stopping iteration. What is saved per objective evaluation (~15-30%
+    options, so the same iterates and the same stopping iteration. What is saved per objective evaluation (10-30%
     of the fit, ``bench/bench_metrics.py``) is scikit-learn's input re-validation and its chunked float32 distance
     routine (:func:`_nca_loss_grad`). Float32 features are kept float32: scikit-learn then evaluates the objective
     in float32 (SciPy hands L-BFGS-B's iterates to it in the initial point's dtype), and that arithmetic decides
