@@ -20,7 +20,9 @@ and prints the value differences.
 
 Speed: the costly step of most metrics is a decomposition of the (n, D) feature matrix. Where n < D (the thesis's
 targets: 100 images per class, D = 512-2048) it is done on the n x n Gram matrix, which has the same non-zero
-spectrum; the result is the same up to rounding.
+spectrum; the result is the same up to rounding. A few top components (PARC's exact PCA) come from Lanczos on
+that Gram matrix. S_LP's NCA runs scikit-learn's fit step for step (same initialisation, objective arithmetic and
+L-BFGS-B call) without its per-evaluation validation; PARC ranks with one unstable sort.
 
 Degenerate input is refused early with a :class:`ValueError` naming the problem: fewer than two classes, NaN or
 infinite features, features that are constant over the target set, labels that do not match the features.
@@ -37,12 +39,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 import torch
-from scipy import linalg
-from scipy.stats import rankdata
+from scipy import linalg, optimize
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.mixture import GaussianMixture
-from sklearn.neighbors import NearestNeighbors, NeighborhoodComponentsAnalysis
+from sklearn.neighbors import NearestNeighbors
 
 __all__ = [
     "logme",
@@ -112,9 +113,11 @@ def _check_features(features, labels, *, keep_float32: bool = False) -> tuple[np
         raise ValueError(f"features must be a 2-D array (n, D), got shape {x.shape}")
     if x.shape[0] < 3:
         raise ValueError(f"need at least 3 samples, got {x.shape[0]}")
-    if not np.all(np.isfinite(x)):
+    # column max and min propagate NaN and hold any infinity: two passes over x check finiteness and constancy
+    hi, lo = x.max(axis=0), x.min(axis=0)
+    if not (np.all(np.isfinite(hi)) and np.all(np.isfinite(lo))):
         raise ValueError("features contain NaN or infinite values (a diverged source model?)")
-    if np.all(x.max(axis=0) == x.min(axis=0)):
+    if np.all(hi == lo):
         raise ValueError(
             "features are constant over the target set: the source maps every image to the same "
             "representation, so no score can rank it"
@@ -185,23 +188,73 @@ def _gram_eigh(
     return sigma, (u if left else None), (v if right else None)
 
 
+def _top_eigh(small: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The k largest eigenpairs of a symmetric PSD matrix by Lanczos (ARPACK, tol 0: to machine precision), largest
+    first; None when ARPACK does not converge (the caller then takes the dense route).
+
+    A dense eigen-decomposition of the (r, r) Gram matrix costs O(r^3) whatever k is (~0.5 s at r = 700, ~2 s at
+    r = 1100 on one core); the top 32 by Lanczos cost a few hundred matrix-vector products: 5-10x less, and the same
+    eigenvalues and vectors to ~1e-14 (relative) at the thesis's sizes. The start vector is seeded: deterministic.
+    """
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+    v0 = np.random.default_rng(0).normal(size=small.shape[0])
+    try:
+        w, v = eigsh(small, k=k, which="LA", tol=0, v0=v0)
+    except ArpackNoConvergence:
+        return None
+    order = np.argsort(w)[::-1]
+    return w[order].clip(min=0), v[:, order]
+
+
 def _pca_exact(x: np.ndarray, n_components: int | float) -> tuple[np.ndarray, np.ndarray]:
     """Exact PCA scores (n, k) and explained variances (k,), by :func:`_gram_eigh` of the centred features.
 
     ``n_components`` in (0, 1) keeps the fewest components whose explained variance ratio reaches it (scikit-learn's
-    rule); the scores equal scikit-learn's up to the sign of each component.
+    rule). Each component's sign follows scikit-learn's PCA (the largest-magnitude loading positive), so the scores
+    equal scikit-learn's exact PCA up to rounding; PARC, which correlates samples across components, depends on
+    those signs. A number of components well below min(n, D) (PARC's 32) takes only the top eigenpairs of the Gram
+    matrix, by Lanczos (:func:`_top_eigh`).
     """
     xc = x - x.mean(axis=0)
     n, d = xc.shape
-    sigma, u, v = _gram_eigh(xc, left=n <= d, right=n > d)
-    var = sigma / (n - 1)
-    if 0 < n_components < 1:
-        k = int(np.searchsorted(np.cumsum(var) / var.sum(), n_components, side="right")) + 1
+    r = min(n, d)
+    top = None
+    if not 0 < n_components < 1 and 4 * int(n_components) < r:
+        top = _top_eigh(xc @ xc.T if n <= d else xc.T @ xc, int(n_components))
+    elif 0 < n_components < 1 and r >= 500:
+        # N-LEEP's 80% of the variance: CNN features reach it within a few dozen components; try the top 64 by
+        # Lanczos and take the dense route only if they do not reach it (the total is the Gram matrix's trace)
+        small = xc @ xc.T if n <= d else xc.T @ xc
+        top = _top_eigh(small, 64)
+        if top is not None:
+            ratio = np.cumsum(top[0]) / np.trace(small)
+            if ratio[-1] < n_components:
+                top = None
+            else:
+                k = int(np.searchsorted(ratio, n_components, side="right")) + 1
+                top = (top[0][:k], top[1][:, :k])
+    if top is not None:
+        sigma, vecs = top
+        k = sigma.size
+        u, v = (vecs, None) if n <= d else (None, vecs)
     else:
-        k = int(n_components)
-    k = min(k, sigma.size)
-    scores = u[:, :k] * np.sqrt(sigma[:k]) if n <= d else xc @ v[:, :k]
-    return scores, var[:k]
+        sigma, u, v = _gram_eigh(xc, left=n <= d, right=n > d)
+        if 0 < n_components < 1:
+            var = sigma / (n - 1)
+            k = int(np.searchsorted(np.cumsum(var) / var.sum(), n_components, side="right")) + 1
+        else:
+            k = int(n_components)
+        k = min(k, sigma.size)
+    sigma = sigma[:k]
+    if n <= d:
+        scores = u[:, :k] * np.sqrt(sigma)
+        loadings = xc.T @ u[:, :k]  # proportional to the components (D, k): only their signs are needed
+    else:
+        loadings = v[:, :k]
+        scores = xc @ loadings
+    sign = np.sign(loadings[np.abs(loadings).argmax(axis=0), np.arange(k)])
+    return scores * np.where(sign == 0, 1.0, sign), sigma / (n - 1)
 
 
 # --------------------------------------------------------------------------------------------------- LogME
@@ -286,7 +339,7 @@ def _leep_from_assignments(theta: np.ndarray, y: np.ndarray, c: int, *, log: boo
     joint = np.eye(c, dtype=theta.dtype)[:, y] @ theta  # n P(y, z) = sum_i theta_z(x_i) [y_i = y]; n cancels
     pz = joint.sum(axis=0)
     cond = np.divide(joint, pz, out=np.zeros_like(joint), where=pz > 0)  # P(y | z)
-    eep = np.einsum("iz,iz->i", theta, cond[y])  # empirical predictor's probability of the true label
+    eep = (theta @ cond.T)[np.arange(y.size), y]  # empirical predictor's probability of the true label
     if log:
         return float(np.log(np.maximum(eep, np.finfo(eep.dtype).tiny)).mean())
     return float(eep.mean())
@@ -351,24 +404,46 @@ def nleep(
 
 
 # ---------------------------------------------------------------------------------------------------- PARC
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(x)`` (ties get their average rank; the same numbers): one unstable argsort instead of
+    SciPy's stable one, which the average over ties makes unnecessary (~3x faster on PARC's 10^5-10^6 entries)."""
+    order = np.argsort(x)
+    xs = x[order]
+    first = np.empty(x.size, dtype=bool)
+    first[0] = True
+    np.not_equal(xs[1:], xs[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, x.size))
+    ranks = np.empty(x.size)
+    ranks[order] = np.repeat(starts + 1 + (counts - 1) / 2, counts)
+    return ranks
+
+
+def _few_value_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks of an array with few distinct values (``rankdata``'s numbers), by hashing instead of sorting."""
+    codes, uniq = pd.factorize(values + 0.0)  # + 0.0: -0.0 and 0.0 are one value, as for rankdata
+    counts = np.bincount(codes, minlength=uniq.size)
+    order = np.argsort(uniq)
+    before = np.cumsum(counts[order]) - counts[order]  # entries below each distinct value
+    avg = np.empty(uniq.size)
+    avg[order] = before + 1 + (counts[order] - 1) / 2
+    return avg[codes]
+
+
 def _label_rdm_ranks(y: np.ndarray, c: int, iu: tuple[np.ndarray, np.ndarray], variant: str) -> np.ndarray:
     """Average ranks of the one-hot label dissimilarities 1 - corr(e_{y_i}, e_{y_j}) over the pairs ``iu``.
 
-    The dissimilarity depends only on the pair of classes, so it is ranked from a C x C table. ``"paper"``: the
-    exact values (0 within a class, 1 + 1/(C-1) between classes). ``"thesis"``: the values exactly as
-    ``1 - np.corrcoef(onehot)`` rounds them in the published code, where equal dissimilarities of some class pairs
-    differ in the last bit (e.g. 1.1666666666666665 vs 1.1666666666666667 for C = 7) and so get different ranks.
+    ``"paper"``: the exact values (0 within a class, 1 + 1/(C-1) between classes); the dissimilarity depends only on
+    the pair of classes, so it is ranked from a C x C table (no n x n matrix). ``"thesis"``: the values exactly as
+    ``1 - np.corrcoef(onehot)`` rounds them in the published code, where equal dissimilarities of some pairs differ
+    in the last bit (e.g. 1.1666666666666665 vs 1.1666666666666667 for C = 7), and not always alike for every pair
+    of the same two classes (the BLAS product's rounding depends on the position), so the n x n matrix is formed as
+    there; its few distinct values are ranked by hashing (:func:`_few_value_ranks`).
     """
-    if variant == "paper":
-        table = np.full((c, c), 1.0 + 1.0 / (c - 1))
-        np.fill_diagonal(table, 0.0)
-    else:
-        onehot = np.eye(c)[y]
-        full = 1 - np.corrcoef(onehot)
-        first = np.array([np.flatnonzero(y == k)[0] for k in range(c)])
-        table = full[np.ix_(first, first)]
-        if not np.array_equal(table[y[:, None], y[None, :]][iu], full[iu]):  # position-dependent rounding: rank all
-            return rankdata(full[iu])
+    if variant == "thesis":
+        return _few_value_ranks((1 - np.corrcoef(np.eye(c)[y]))[iu])
+    table = np.full((c, c), 1.0 + 1.0 / (c - 1))
+    np.fill_diagonal(table, 0.0)
     codes = y[iu[0]] * c + y[iu[1]]
     counts = np.bincount(codes, minlength=c * c).astype(np.float64)
     values = table.ravel()
@@ -436,7 +511,7 @@ def parc(
             "other samples is undefined"
         )
     iu = np.triu_indices(f.shape[0], 1)
-    rank_f = rankdata((1 - np.corrcoef(f))[iu])
+    rank_f = _average_ranks((1 - np.corrcoef(f))[iu])
     rho = np.corrcoef(rank_f, _label_rdm_ranks(y, c, iu, variant))[0, 1]
     return float(rho * 100)
 
@@ -616,6 +691,37 @@ def _minmax_or_zero(v: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------- NCA
+def _nca_loss_grad(flat: np.ndarray, x: np.ndarray, same_class: np.ndarray) -> tuple[float, np.ndarray]:
+    """Minus NCA's objective and its gradient at the flattened map ``flat``: scikit-learn's ``_loss_grad_lbfgs``
+    step for step in the same precision, without its per-call input validation and with the squared distances
+    computed as its float32 route does (upcast to float64, then rounded to float32) in one block instead of
+    memory-sized chunks: the same numbers up to the last bit of a float64 sum before that rounding.
+    """
+    a = flat.reshape(-1, x.shape[1])
+    emb = np.dot(x, a.T)  # (n, k)
+    e64 = emb.astype(np.float64) if emb.dtype == np.float32 else emb
+    sq = np.einsum("ij,ij->i", e64, e64)
+    dist = -2 * (e64 @ e64.T)  # a @ a.T: one symmetric BLAS product (syrk)
+    dist += sq[:, None]
+    dist += sq[None, :]
+    if emb.dtype == np.float32:
+        dist = dist.astype(np.float32)
+    np.maximum(dist, 0, out=dist)
+    np.fill_diagonal(dist, np.inf)
+    p_ij = np.negative(dist, out=dist)  # softmax(-d) as scikit-learn's: subtract the row max, exp, normalise
+    p_ij -= p_ij.max(axis=1).reshape(-1, 1)
+    np.exp(p_ij, out=p_ij)
+    p_ij /= np.sum(p_ij, axis=1).reshape(-1, 1)
+    masked = p_ij * same_class
+    p = np.sum(masked, axis=1, keepdims=True)  # (n, 1): probability of a correct neighbour
+    loss = np.sum(p)
+    weighted = masked - p_ij * p
+    sym = weighted + weighted.T
+    np.fill_diagonal(sym, -weighted.sum(axis=0))
+    grad = 2 * emb.T.dot(sym).dot(x)
+    return -loss, -grad.ravel()
+
+
 def nca_fit(
     features,
     labels,
@@ -628,11 +734,15 @@ def nca_fit(
     """Neighbourhood Components Analysis (Goldberger et al. 2004): the linear map A maximising the expected
     leave-one-out nearest-neighbour accuracy sum_i sum_{j: y_j = y_i} softmax_j(-||A x_i - A x_j||^2).
 
-    scikit-learn's :class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis` with PCA initialisation and L-BFGS-B,
-    ``max_iter`` = 50: the thesis's study. Float32 features are passed as they are: scikit-learn then computes
-    the embedding and distances in float32, and that arithmetic decides when L-BFGS stops (on a 7-class target,
-    the same fit in float64 stopped one iteration earlier and moved S_LP by 1.6%), so casting would not
-    reproduce the study.
+    The fit of scikit-learn's :class:`~sklearn.neighbors.NeighborhoodComponentsAnalysis` with PCA initialisation
+    and L-BFGS-B, ``max_iter`` = 50 (the thesis's study): the same initialisation (scikit-learn's PCA seeded as
+    there), the same objective evaluated in the same precision and the same SciPy L-BFGS-B call with the same
+    options, so the same iterates and the same stopping iteration. What is saved per objective evaluation (10-30%
+    of the fit, ``bench/bench_metrics.py``) is scikit-learn's input re-validation and its chunked float32 distance
+    routine (:func:`_nca_loss_grad`). Float32 features are kept float32: scikit-learn then evaluates the objective
+    in float32 (SciPy hands L-BFGS-B's iterates to it in the initial point's dtype), and that arithmetic decides
+    when L-BFGS stops (on a 7-class target, the same fit in float64 stopped one iteration earlier and moved S_LP
+    by 1.6%), so casting would not reproduce the study.
 
     Parameters
     ----------
@@ -646,11 +756,24 @@ def nca_fit(
     (n_components, D) projection matrix A; project with ``features @ A.T``.
     """
     f, y, _ = _check_features(features, labels, keep_float32=True)
+    return _nca_fit(f, y, n_components=n_components, max_iter=max_iter, tol=tol, random_state=random_state)
+
+
+def _nca_fit(f: np.ndarray, y: np.ndarray, *, n_components: int, max_iter: int, tol: float, random_state: int):
     k = min(n_components, f.shape[0], f.shape[1])
-    nca = NeighborhoodComponentsAnalysis(
-        n_components=k, init="pca", max_iter=max_iter, tol=tol, random_state=random_state
+    # scikit-learn seeds the PCA with the estimator's RandomState(random_state), not with the integer
+    init = PCA(n_components=k, random_state=np.random.RandomState(random_state)).fit(f).components_
+    same_class = y[:, None] == y[None, :]
+    result = optimize.minimize(
+        _nca_loss_grad,
+        np.ravel(init),
+        args=(f, same_class),
+        method="L-BFGS-B",
+        jac=True,
+        tol=tol,
+        options={"maxiter": max_iter},
     )
-    return nca.fit(f, y).components_
+    return result.x.reshape(-1, f.shape[1])
 
 
 def nca_loo_accuracy(embedded, labels) -> float:
@@ -693,7 +816,7 @@ def label_prediction_score(
     if reduce not in ("sum", "mean"):
         raise ValueError(f"unknown reduce {reduce!r}; valid choices: sum, mean")
     f, y, c = _check_features(features, labels, keep_float32=True)
-    a = nca_fit(f, y, n_components=n_components, random_state=random_state)
+    a = _nca_fit(f, y, n_components=n_components, max_iter=50, tol=1e-5, random_state=random_state)
     z = f @ a.T.astype(f.dtype)  # the embedding in the features' precision, as NCA's own transform
     k = min(n_neighbors + int(exclude_self), f.shape[0])
     idx = NearestNeighbors(n_neighbors=k).fit(z).kneighbors(z, return_distance=False)

@@ -416,3 +416,45 @@ def test_sfda_thesis_lambda_from_three_power_iterations():
     power = tr._top_eigenvalue_power(centred, iterations=3)
     assert power <= top + 1e-12
     assert tr._top_eigenvalue_power(centred, iterations=200) == pytest.approx(top, rel=1e-6)
+
+
+def test_fast_ranks_equal_scipy_rankdata_with_ties():
+    from scipy.stats import rankdata
+
+    rng = np.random.default_rng(0)
+    x = np.round(rng.normal(size=5000), 1)  # many ties
+    assert np.array_equal(tr._average_ranks(x), rankdata(x))
+    assert np.array_equal(tr._few_value_ranks(x), rankdata(x))
+    assert np.array_equal(tr._few_value_ranks(np.array([0.0, -0.0, 2.0, 1.0])), [1.5, 1.5, 4.0, 3.0])
+
+
+@pytest.mark.parametrize("shape", [(150, 400), (400, 150), (520, 600)])  # (520, 600): N-LEEP's 80% by Lanczos
+def test_exact_pca_top_components_equal_scikit_learn_with_its_signs(shape):
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(shape[0], 40)) * 0.9 ** np.arange(40)) @ rng.normal(size=(40, shape[1]))
+    x += rng.normal(0, 0.1, shape)
+    for k in (32, 0.8):  # 32 << min(n, D): the Lanczos route; 0.8: dense below min(n, D) = 500, else Lanczos
+        scores, var = tr._pca_exact(x, k)
+        ref = PCA(k, svd_solver="full").fit(x)
+        # signs matter (PARC correlates samples across components): scikit-learn's convention, not |scores|
+        assert np.allclose(scores, ref.transform(x), atol=1e-9 * np.abs(scores).max())
+        assert np.allclose(var, ref.explained_variance_)
+
+
+def test_nca_fit_follows_scikit_learn_iterate_for_iterate():
+    from sklearn.neighbors import NeighborhoodComponentsAnalysis
+
+    f, y, _ = _reference_input(120, 600, 3, 4)  # float32, n < D, PCA init randomised as in the study (> 500 x 500)
+    for x in (f, f[:, :60].astype(np.float64)):
+        ours = tr.nca_fit(x, y, n_components=20, max_iter=15, random_state=42)
+        sk = NeighborhoodComponentsAnalysis(n_components=20, init="pca", max_iter=15, random_state=42).fit(x, y)
+        assert np.allclose(ours, sk.components_, rtol=1e-6, atol=1e-7 * np.abs(sk.components_).max())
+
+
+def test_feature_check_catches_infinity():
+    f, y = _clusters()
+    f[3, 2] = -np.inf
+    with pytest.raises(ValueError, match="infinite"):
+        tr.logme(f, y)
