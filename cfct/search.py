@@ -88,7 +88,7 @@ def _objective(spec: str, splits: tuple, space: Mapping[str, list], cfg: Chapter
         ft = tr.grid_config(g, epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed, device=cfg.device,
                            augment=cfg.augment)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        key = train.finetune_config(spec, train_set, val, test, ft, profile=cfg.profile)
+        key = train.finetune_config(spec, train_set, val, test, ft, pretrain=cfg.profile)
         done = store.get("finetune", key)
         trial.set_user_attr("replayed", done is not None)
         reported: list[int] = []
@@ -101,7 +101,7 @@ def _objective(spec: str, splits: tuple, space: Mapping[str, list], cfg: Chapter
                 raise optuna.TrialPruned()
 
         if done is None:
-            done = train.finetune(spec, train_set, val, test, ft, store=store, progress=False, profile=cfg.profile,
+            done = train.finetune(spec, train_set, val, test, ft, store=store, progress=False, pretrain=cfg.profile,
                                   on_epoch_end=lambda row: report(int(row["global_epoch"]), float(row["val_auc"]))
                                   ).run
         if not reported:  # stored before (or by another worker while this one waited on its lock): replay

@@ -209,7 +209,7 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         ) from exc
 
 
-def pretrain_settings(dataset: str, profile: PretrainSettings | Profile | str | None = None, *, seed: int = 0,
+def pretrain_settings(dataset: str, pretrain: PretrainSettings | Profile | str | None = None, *, seed: int = 0,
                       **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for :func:`cfct.train.pretrain` of a ``pretrained:<arch>:<dataset>`` source.
 
@@ -217,7 +217,7 @@ def pretrain_settings(dataset: str, profile: PretrainSettings | Profile | str | 
     image size is ``pretrain_image_size`` when set, else ``natural_size`` for CIFAR-10 and ``image_size`` for
     every other dataset; ``overrides`` win.
     """
-    pre = as_pretrain(profile)
+    pre = as_pretrain(pretrain)
     natural = dataset.split("@")[0].split(":")[0] in NATURAL_SOURCES
     settings: dict[str, Any] = {
         "image_size": int(pre.pretrain_image_size or (pre.natural_size if natural else pre.image_size)),
@@ -250,7 +250,7 @@ def pretrain_config(arch: str, dataset: str, *, image_size: int, epochs: int, ma
 
 
 def pretrained_run(spec: str | SourceSpec, *, store: results.Store | None = None,
-                   profile: Profile | str | None = None, seed: int = 0,
+                   pretrain: PretrainSettings | Profile | str | None = None, seed: int = 0,
                    pretrain_kwargs: Mapping[str, Any] | None = None) -> results.Run | None:
     """The stored pre-training run of a ``pretrained:`` source, or None when it has not been computed yet.
 
@@ -260,12 +260,12 @@ def pretrained_run(spec: str | SourceSpec, *, store: results.Store | None = None
     if src.kind != "pretrained":
         raise ConfigError(f"{src} is not a 'pretrained:' source")
     # pretrain_kwargs may name the seed itself (cfct.train pins pre-training seeds): it wins over `seed`.
-    kwargs = pretrain_settings(src.arg, profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
+    kwargs = pretrain_settings(src.arg, pretrain, **{"seed": seed, **dict(pretrain_kwargs or {})})
     store = store if store is not None else results.default_store()
     return store.get("pretrain", pretrain_config(src.arch, src.arg, **kwargs))
 
 
-def source_config(spec: str, *, profile: Profile | str | None = None, seed: int = 0,
+def source_config(spec: str, *, pretrain: PretrainSettings | Profile | str | None = None, seed: int = 0,
                   pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A JSON-able description that identifies a source's weights, for cache keys.
 
@@ -287,7 +287,7 @@ def source_config(spec: str, *, profile: Profile | str | None = None, seed: int 
     elif src.kind == "checkpoint":
         out["sha256"] = paths.file_hash(_resolve_path(src.arg), "sha256")
     else:
-        out["pretrain"] = pretrain_settings(src.arg, profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
+        out["pretrain"] = pretrain_settings(src.arg, pretrain, **{"seed": seed, **dict(pretrain_kwargs or {})})
     return out
 
 
@@ -355,7 +355,7 @@ def create(
     *,
     input_size: int = 224,
     store: results.Store | None = None,
-    profile: Profile | str | None = None,
+    pretrain: PretrainSettings | Profile | str | None = None,
     seed: int | None = 0,
     pretrain_kwargs: Mapping[str, Any] | None = None,
 ) -> Classifier:
@@ -374,8 +374,9 @@ def create(
     store : cfct.results.Store, optional
         Store holding the pre-training runs of ``pretrained:`` sources (default store when None). The run must
         exist (:func:`cfct.train.load_source` pre-trains first).
-    profile : str or cfct.config.Profile, optional
-        Profile giving the pre-training settings of ``pretrained:`` sources ($CFCT_PROFILE or 'quick').
+    pretrain : cfct.config.PretrainSettings, optional
+        Pre-training settings of ``pretrained:`` sources (a profile or its name gives its own,
+        ``profile.pretrain``; None: $CFCT_PROFILE or 'quick').
     seed : int or None
         Seeds the random initialisation (of everything for ``random:``, of the new head otherwise) without
         touching the global RNG; None uses the global RNG. Also the pre-training seed of ``pretrained:``.
@@ -440,7 +441,7 @@ def create(
         if src.kind == "checkpoint":
             file = _resolve_path(src.arg)
         else:
-            run = pretrained_run(src, store=store, profile=profile, seed=seed or 0, pretrain_kwargs=pretrain_kwargs)
+            run = pretrained_run(src, store=store, pretrain=pretrain, seed=seed or 0, pretrain_kwargs=pretrain_kwargs)
             if run is None:
                 raise DataMissingError(
                     f"{spec_str} has not been pre-trained in the results store yet; cfct.train.load_source "
@@ -516,13 +517,14 @@ def _thesis_source_of_dataset(dataset: str) -> tuple[str, str]:
     return "none (a user's source)", "no thesis source: a dataset of the user's"
 
 
-def describe(spec: str | SourceSpec, *, profile: Profile | str | None = None, store: results.Store | None = None,
-             seed: int = 0, pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def describe(spec: str | SourceSpec, *, pretrain: PretrainSettings | Profile | str | None = None,
+             store: results.Store | None = None, seed: int = 0,
+             pretrain_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a source is: data, number of training images, architecture, where the weights come from, licence,
     and the thesis source it stands in for (one row of :func:`provenance_table`).
 
     Everything is read, never retyped: released sources from :data:`cfct.released.RELEASED`; ``pretrained:``
-    sources from their pre-training settings (:func:`pretrain_settings` of ``profile``), the dataset's
+    sources from their pre-training settings (:func:`pretrain_settings` of ``pretrain``), the dataset's
     composition and licences (:func:`cfct.data.dataset_composition`, :func:`cfct.data.dataset_licence`) and
     the image count of the stored run (or, before pre-training, of the capped set it would train on);
     ``checkpoint:`` sources from the file's hash and metadata; torchvision's ImageNet weights from
@@ -583,7 +585,7 @@ def describe(spec: str | SourceSpec, *, profile: Profile | str | None = None, st
         )
     else:  # pretrained:
         assert src.arg is not None
-        settings = pretrain_settings(src.arg, profile, **{"seed": seed, **dict(pretrain_kwargs or {})})
+        settings = pretrain_settings(src.arg, pretrain, **{"seed": seed, **dict(pretrain_kwargs or {})})
         parts = data.dataset_composition(src.arg, settings["image_size"])
         store = store if store is not None else results.default_store()
         run = store.get("pretrain", pretrain_config(src.arch, src.arg, **settings))

@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cfct import data, results, sources, stats, zoo
-from cfct.config import Profile
+from cfct.config import PretrainSettings, Profile
 from cfct.errors import ConfigError, IncompatibleError, unknown_choice
 from cfct.sources import PRETRAIN_LR, pretrain_config
 
@@ -604,18 +604,18 @@ def _pretrain_kwargs(source: str) -> dict[str, Any] | None:
 
 
 def load_source(spec: str, num_classes: int | None = None, *, input_size: int = 224,
-                store: results.Store | None = None, profile: Profile | str | None = None, seed: int | None = 0,
-                pretrain_kwargs: dict[str, Any] | None = None) -> nn.Module:
+                store: results.Store | None = None, pretrain: PretrainSettings | Profile | str | None = None,
+                seed: int | None = 0, pretrain_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """:func:`cfct.sources.create`, pre-training a ``pretrained:`` source first (cached) when needed.
 
-    Parameters are those of :func:`cfct.sources.create`; ``profile`` and ``pretrain_kwargs`` set the
+    Parameters are those of :func:`cfct.sources.create`; ``pretrain`` and ``pretrain_kwargs`` set the
     pre-training (:func:`cfct.sources.pretrain_settings`).
     """
     src = sources.parse_spec(spec)
     if src.kind == "pretrained":
-        kwargs = sources.pretrain_settings(src.arg, profile, **{"seed": seed or 0, **dict(pretrain_kwargs or {})})
+        kwargs = sources.pretrain_settings(src.arg, pretrain, **{"seed": seed or 0, **dict(pretrain_kwargs or {})})
         pretrain(src.arch, src.arg, store=store, **kwargs)
-    return sources.create(src, num_classes, input_size=input_size, store=store, profile=profile, seed=seed,
+    return sources.create(src, num_classes, input_size=input_size, store=store, pretrain=pretrain, seed=seed,
                           pretrain_kwargs=pretrain_kwargs)
 
 
@@ -688,12 +688,12 @@ def _check_splits(train: data.ImageSet, val: data.ImageSet, test: data.ImageSet)
 
 def finetune_config(source: str, train: data.ImageSet, val: data.ImageSet, test: data.ImageSet,
                     cfg: FinetuneConfig, *, input_size: int | None = None,
-                    profile: Profile | str | None = None) -> dict[str, Any]:
+                    pretrain: PretrainSettings | Profile | str | None = None) -> dict[str, Any]:
     """The cache key of a fine-tune: source (with its pre-training config), data fingerprints, every
     :class:`FinetuneConfig` field."""
     return {
         "version": _CACHE_VERSION,
-        "source": sources.source_config(source, profile=profile, seed=cfg.seed,
+        "source": sources.source_config(source, pretrain=pretrain, seed=cfg.seed,
                                        pretrain_kwargs=_pretrain_kwargs(source)),
         "train": train.fingerprint(), "val": val.fingerprint(), "test": test.fingerprint(),
         "data": {"train": train.name, "val": val.name, "test": test.name},
@@ -705,7 +705,8 @@ def finetune_config(source: str, train: data.ImageSet, val: data.ImageSet, test:
 
 def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.ImageSet,
              cfg: FinetuneConfig | None = None, *, store: results.Store | None = None,
-             input_size: int | None = None, progress: bool = True, profile: Profile | str | None = None,
+             input_size: int | None = None, progress: bool = True,
+             pretrain: PretrainSettings | Profile | str | None = None,
              on_epoch_end: Callable[[dict], None] | None = None) -> FinetuneResult:
     """Fine-tune a source model on a target and evaluate it on the test set (3.4.2-3.4.3, 6.4.2).
 
@@ -724,8 +725,9 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
         Side the images are resized to (default: the train images' own).
     progress : bool
         tqdm bar per phase with live loss / AUC.
-    profile : Profile or str, optional
-        Profile that sets the pre-training of ``pretrained:`` sources (default: ``$CFCT_PROFILE`` or quick).
+    pretrain : cfct.config.PretrainSettings, optional
+        Pre-training settings of ``pretrained:`` sources (a profile or its name gives its own,
+        ``profile.pretrain``; None: ``$CFCT_PROFILE`` or quick).
     on_epoch_end : callable, optional
         Called with the epoch's history row after its checkpoint is written (not part of the cache key).
 
@@ -743,14 +745,14 @@ def finetune(source: str, train: data.ImageSet, val: data.ImageSet, test: data.I
         raise ConfigError(f"finetune: cfg must be a FinetuneConfig; got {type(cfg).__name__}")
     _check_splits(train, val, test)
     store = store if store is not None else results.default_store()
-    key = finetune_config(source, train, val, test, cfg, input_size=input_size, profile=profile)
+    key = finetune_config(source, train, val, test, cfg, input_size=input_size, pretrain=pretrain)
     size = key["input_size"]
 
     def compute(workdir: Path) -> dict[str, Any]:
         t_start = time.perf_counter()
         device = resolve_device(cfg.device)
         with _forked_rng(device):
-            model = load_source(source, train.n_classes, input_size=size, store=store, profile=profile,
+            model = load_source(source, train.n_classes, input_size=size, store=store, pretrain=pretrain,
                                   seed=cfg.seed, pretrain_kwargs=_pretrain_kwargs(source))
             norm = cfg.normalization or getattr(model, "normalization", None) or "half"
             channels_last = cfg.channels_last and device.type == "cuda"

@@ -409,7 +409,7 @@ def test_pretrain_settings_come_from_the_typed_profile(monkeypatch: pytest.Monke
 
 def test_pretrained_source_not_yet_trained_names_the_way(tmp_path: Path) -> None:
     with pytest.raises(DataMissingError, match="not been pre-trained.*load_source"):
-        sources.create("pretrained:resnet18:cifar10@500", None, store=results.Store(tmp_path), profile="smoke")
+        sources.create("pretrained:resnet18:cifar10@500", None, store=results.Store(tmp_path), pretrain="smoke")
 
 
 def test_pretrained_source_end_to_end_is_cached(mirror: Path) -> None:

@@ -277,7 +277,7 @@ def before_finetuning(run: Any, *, profile: str | None = None) -> nn.Module:
         run.spec,
         int(cfg["n_classes"]),
         input_size=int(cfg["input_size"]),
-        profile=profile,
+        pretrain=profile,
         seed=int(cfg["finetune"]["seed"]),
         pretrain_kwargs=pretrain_kwargs,
     ).eval()

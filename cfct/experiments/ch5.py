@@ -112,7 +112,7 @@ def _edited_settings(dataset: str, edit: str, edit_params: Mapping[str, Any],
     """Pre-training settings of an edited source and the key of its edited images (kind ``ch5-edited-images``)."""
     if edit not in SOURCE_EDITS:
         raise unknown_choice("source edit", edit, SOURCE_EDITS)
-    settings = sources.pretrain_settings(dataset, profile=profile, seed=train.SOURCE_SEED)
+    settings = sources.pretrain_settings(dataset, pretrain=profile, seed=train.SOURCE_SEED)
     config = {"version": 1, "dataset": dataset, "edit": edit, "params": dict(edit_params),
               "image_size": settings["image_size"], "max_images": settings["max_images"],
               "seed": settings["seed"]}
@@ -192,14 +192,14 @@ def source_priority(spec: str, ds: ImageSet, *, n_images: int = 128, profile: An
 
     def load() -> nn.Module:
         classes = 2 if kind == "random" else None
-        return train.load_source(spec, classes, input_size=size, store=store, profile=profile, seed=0)
+        return train.load_source(spec, classes, input_size=size, store=store, pretrain=profile, seed=0)
 
     return _priority_run(store, _source_model_key(spec, size, profile), ds, "predicted", n_images, load,
                          device).array("psd")
 
 
 def _source_model_key(spec: str, size: int, profile: Any) -> dict[str, Any]:
-    return {"source": sources.source_config(spec, profile=profile, seed=0), "input_size": int(size)}
+    return {"source": sources.source_config(spec, pretrain=profile, seed=0), "input_size": int(size)}
 
 
 def finetuned_priority(result: Any, ds: ImageSet, *, n_images: int = 128, store: Any = None,
@@ -362,7 +362,7 @@ def source_dataset(spec: str, *, n: int = 2000, profile: Any = None, seed: int =
     src = sources.parse_spec(spec)
     if src.kind != "pretrained":
         return None
-    size = sources.pretrain_settings(src.arg, profile=profile, seed=seed)["image_size"]
+    size = sources.pretrain_settings(src.arg, pretrain=profile, seed=seed)["image_size"]
     return data.load_dataset(src.arg, size, split="train", seed=seed, max_images=int(n))
 
 

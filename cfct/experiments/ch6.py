@@ -129,7 +129,7 @@ def source_features_config(spec: str, train: data.ImageSet, *, profile: Profile 
     """The cache key (kind ``ch6-source-features``) of :func:`source_features`."""
     return {
         "version": _SCORE_VERSION,
-        "source": source_config(spec, profile=profile, seed=0),
+        "source": source_config(spec, pretrain=profile, seed=0),
         "train": train.fingerprint(),
         "input_size": int(train.images.shape[1]),
         "fu_batches": fu_batches,
@@ -153,7 +153,7 @@ def source_features(spec: str, train: data.ImageSet, *, store: results.Store | N
 
     def compute(workdir):
         model = tr_.load_source(
-            spec, 10 if src.kind in _HEADLESS else None, input_size=size, store=store, profile=profile, seed=0
+            spec, 10 if src.kind in _HEADLESS else None, input_size=size, store=store, pretrain=profile, seed=0
         )
         t0 = time.perf_counter()
         feats, probs = source_outputs(model, train, device=device)
@@ -200,7 +200,7 @@ def score_target(
         "scenario": scenario,
         "fu_batches": fu_batches,
         "settings": dict(THESIS_SETTINGS if settings is None else settings),
-        "source_configs": [source_config(s, profile=profile, seed=0) for s in sources],
+        "source_configs": [source_config(s, pretrain=profile, seed=0) for s in sources],
     }
 
     def compute(workdir):
@@ -252,7 +252,7 @@ def ground_truth(
     jobs = [(s, g) for s in sources for g in grid]
     for spec, g in tqdm(jobs, desc=f"fine-tuning grid ({train.name})", disable=not progress):
         cfg = grid_config(g, epochs=epochs, patience=patience, augment=augment, seed=seed, device=device)
-        res = tr_.finetune(spec, train, val, test, cfg, store=store, progress=False, profile=profile)
+        res = tr_.finetune(spec, train, val, test, cfg, store=store, progress=False, pretrain=profile)
         m = res.metrics
         rows.append(
             {
@@ -401,7 +401,7 @@ def _grid_job(target: str, spec: str, point: Mapping[str, Any], cfg: ChapterConf
     train, val, test = target_splits(target, cfg.image_size, cfg.train_per_class, cfg.val_per_class, seed=cfg.seed)
     ft = grid_config(point, epochs=cfg.epochs, patience=cfg.patience, augment=cfg.augment, seed=cfg.seed,
                      device=cfg.device)
-    return tr_.finetune(spec, train, val, test, ft, store=store, progress=False, profile=cfg.profile).run
+    return tr_.finetune(spec, train, val, test, ft, store=store, progress=False, pretrain=cfg.profile).run
 
 
 def jobs(cfg: ChapterConfig) -> list[Job]:
@@ -429,7 +429,7 @@ def jobs(cfg: ChapterConfig) -> list[Job]:
                 for point in grid:
                     ft = grid_config(point, epochs=cfg.epochs, patience=cfg.patience, augment=cfg.augment,
                                      seed=cfg.seed, device=cfg.device)
-                    key = tr_.finetune_config(spec, train, val, test, ft, profile=cfg.profile)
+                    key = tr_.finetune_config(spec, train, val, test, ft, pretrain=cfg.profile)
                     out.append(Job("finetune", key, 1, functools.partial(_grid_job, target, spec, point, cfg)))
     # a source scored in both scenarios (a released Lite) has one features run
     return list({(j.kind, j.key): j for j in out}.values())

@@ -560,7 +560,7 @@ def sweep(
         pos_fraction=pos_fraction, val_fraction=val_fraction, seed=seed, store=store, scheme=scheme,
     ):
         bar.set_postfix_str(f"p_art={p:g} fold={k} {role}")
-        res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False)
+        res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, pretrain=profile, progress=False)
         ood_probs = evaluate_ood(res, sets.ood, store=store, device=cfg.device)
         yield SweepRun(target, confounder.name, p, k, role, spec, sets, len(trn), len(val), res, ood_probs)
         bar.update()
@@ -571,7 +571,7 @@ def _sweep_job(index: int, what: str, arguments: Mapping[str, Any], profile: Any
                store: results.Store) -> results.Run:
     """Job compute of one unit of a sweep: its fine-tune, or (``what='ood'``) its o.o.d. predictions."""
     p, k, role, spec, sets, trn, val, cfg = list(_units(**arguments, store=store))[index]
-    res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, profile=profile, progress=False)
+    res = train.finetune(spec, trn, val, sets.iid, cfg, store=store, pretrain=profile, progress=False)
     if what == "finetune":
         return res.run
     evaluate_ood(res, sets.ood, store=store, device=cfg.device)
@@ -588,7 +588,7 @@ def sweep_jobs(target: str, confounder: Confounder, sources: Mapping[str, str], 
                  "pos_fraction": pos_fraction, "val_fraction": val_fraction, "seed": seed, "scheme": scheme}
     out = pretrain_jobs(sources.values(), profile)
     for i, (_, _, _, spec, sets, trn, val, cfg) in enumerate(_units(**arguments, store=None)):
-        key = train.finetune_config(spec, trn, val, sets.iid, cfg, profile=profile)
+        key = train.finetune_config(spec, trn, val, sets.iid, cfg, pretrain=profile)
         out.append(Job("finetune", key, 1, functools.partial(_sweep_job, i, "finetune", arguments, profile)))
         out.append(Job("shortcut-ood", _ood_key(results.config_hash(key), sets.ood), 2,
                        functools.partial(_sweep_job, i, "ood", arguments, profile)))

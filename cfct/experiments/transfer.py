@@ -180,7 +180,7 @@ def transfer_matrix(
     runs = []
     for u in units:
         result = finetune(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=options["size"],
-                          progress=progress, profile=profile, store=store)
+                          progress=progress, pretrain=profile, store=store)
         runs.append(TransferRun(u.fold.target, u.fold.fold, u.source, u.spec, u.strategy, result))
     return runs
 
@@ -190,7 +190,7 @@ def _unit_run(index: int, plan: Mapping[str, Any], profile: Profile | str | None
     """Job compute of one fine-tune: rebuild the plan (data, folds) and run unit ``index``."""
     u = transfer_plan(**plan)[index]
     return finetune(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=plan["size"],
-                    progress=False, profile=profile, store=store).run
+                    progress=False, pretrain=profile, store=store).run
 
 
 def transfer_jobs(
