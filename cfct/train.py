@@ -614,7 +614,7 @@ def load_source(spec: str, num_classes: int | None = None, *, input_size: int = 
     src = sources.parse_spec(spec)
     if src.kind == "pretrained":
         kwargs = sources.pretrain_settings(src.arg, pretrain, **{"seed": seed or 0, **dict(pretrain_kwargs or {})})
-        pretrain(src.arch, src.arg, store=store, **kwargs)
+        _pretrain_source(src.arch, src.arg, store=store, **kwargs)
     return sources.create(src, num_classes, input_size=input_size, store=store, pretrain=pretrain, seed=seed,
                           pretrain_kwargs=pretrain_kwargs)
 
@@ -905,3 +905,8 @@ def pretrain(arch: str, dataset: str, *, image_size: int, epochs: int, max_image
                 "device": str(dev), "diverged": bool(record["diverged"])}
 
     return store.cached("pretrain", key, compute)
+
+
+#: :func:`pretrain` under another name for :func:`load_source`, whose ``pretrain`` argument (the settings)
+#: shadows it.
+_pretrain_source = pretrain
