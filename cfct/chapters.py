@@ -209,8 +209,8 @@ _CH5: tuple[Param, ...] = (
           many=True, check=_check_fraction("p_art"),
           from_profile=by_profile(smoke="0,1", quick="0,1", paper="0,0.1,0.2,0.5,0.8,1")),
     Param("image_size", int, None, "target image size (px)", from_profile=lambda p: p.image_size),
-    Param("folds", int, None, "folds (thesis: 5): replicates with their own development draw and disjoint, "
-          "patient-/group-disjoint test sets", from_profile=by_profile(smoke=1, quick=3, paper=5)),
+    Param("folds", int, None, "train/val splits of the development set, each with its own seed; one test set "
+          "(thesis: 5)", from_profile=by_profile(smoke=1, quick=3, paper=5)),
     Param("n_dev", int, None, "development set size, train + val (thesis: 375 + 125)",
           from_profile=by_profile(smoke=40, quick=100, paper=500)),
     Param("n_test", int, None, "test set size, capped at what a target's test pool holds (thesis: ~1000)",
