@@ -141,9 +141,13 @@ def markdown_tables(report: dict) -> str:
     quiet = all(_quiet(r, cores) for r in report["chapters"].values())
     if quiet:
         lines = [f"Profile `{report['profile']}`, measured on an otherwise idle {cores}-core CPU machine without a GPU "
-                 "(the 5-minute load average before and after each chapter is in its line); each chapter from an "
-                 "empty data folder, so its time includes decoding the data and pre-training its sources. *Wall* "
-                 "is the time to plan with; *CPU* is the kernel's CPU time (about twice the wall time when "
+                 "(the 5-minute load average before and after each chapter is in its line); "
+                 + ("the chapters ran one after another in one data folder, as `make book` runs them, starting empty: "
+                    "a source several chapters share is pre-trained by the first that needs it. "
+                    if any(r.get("shared_data", True) for r in report["chapters"].values()) else
+                    "each chapter from an empty data folder, so its time includes decoding the data and pre-training "
+                    "its sources. ")
+                 + "*Wall* is the time to plan with; *CPU* is the kernel's CPU time (about twice the wall time when "
                  "both cores work).", ""]
     else:
         lines = [f"Profile `{report['profile']}`, measured on a {cores}-core CPU machine shared with other jobs "
@@ -205,6 +209,7 @@ def main() -> None:
         load_before = os.getloadavg()[1]
         result = time_chapter(spec.id, args.profile)
         result["load_5min"] = (load_before, os.getloadavg()[1])
+        result["shared_data"] = bool(args.data)  # one CFCT_DATA for all chapters (as the book) or fresh each
         report["chapters"][spec.id] = result
         print(f"{spec.id} @ {args.profile}: wall {result['total_wall_s']:.0f} s, kernel CPU "
               f"{result['total_cpu_s']:.0f} s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
