@@ -697,21 +697,27 @@ def _load_lto(target: str, size: int, split: str) -> ImageSet:
             + ", ".join(str(d) for d in paths.search_dirs("medmnist"))
         )
     parts = [_load_medmnist(f, size, split) for f in used]
+    return _pretext_set(used, parts, f"medmnist-lto:{target}@{size}:{split}")
+
+
+def _pretext_set(sources: Sequence[str], parts: Sequence[ImageSet], name: str) -> ImageSet:
+    """One pretext task of (set, label) classes from several labelled sets (leave-target-out pre-training):
+    class names ``<set>:<class>``, grey sets repeated to RGB when any set is RGB, the set of each image in
+    ``meta['source']``."""
     rgb = any(p.images.shape[-1] == 3 for p in parts)
-    images, labels, names, source = [], [], [], []
-    for flag, p in zip(used, parts, strict=True):
-        im = np.repeat(p.images, 3, axis=-1) if rgb and p.images.shape[-1] == 1 else p.images
-        images.append(im)
+    images, labels, names, source_col = [], [], [], []
+    for source, p in zip(sources, parts, strict=True):
+        images.append(np.repeat(p.images, 3, axis=-1) if rgb and p.images.shape[-1] == 1 else p.images)
         labels.append(p.labels + len(names))
-        names.extend(f"{flag}:{c}" for c in p.class_names)
-        source.extend([flag] * len(p))
+        names.extend(f"{source}:{c}" for c in p.class_names)
+        source_col.extend([source] * len(p))
     return ImageSet(
         np.concatenate(images),
         np.concatenate(labels),
         "binary" if len(names) == 2 else "multi-class",
         tuple(names),
-        name=f"medmnist-lto:{target}@{size}:{split}",
-        meta=pd.DataFrame({"source": source}),
+        name=name,
+        meta=pd.DataFrame({"source": source_col}),
     )
 
 
@@ -827,22 +833,8 @@ def _load_medical_lto(target: str, size: int, split: str, seed: int, cap: int | 
     shares = budget_shares([len(p) for p in parts], cap)
     parts = [p.subset(stratified_subsample(p.labels, k, seed)) if k < len(p) else p
              for p, k in zip(parts, shares, strict=True)]
-    rgb = any(p.images.shape[-1] == 3 for p in parts)
-    images, labels, names, source_col = [], [], [], []
-    for source, p in zip(used, parts, strict=True):
-        images.append(np.repeat(p.images, 3, axis=-1) if rgb and p.images.shape[-1] == 1 else p.images)
-        labels.append(p.labels + len(names))
-        names.extend(f"{source}:{c}" for c in p.class_names)
-        source_col.extend([source] * len(p))
     capped = "" if cap is None else f"[cap={cap},seed={seed}]"
-    return ImageSet(
-        np.concatenate(images),
-        np.concatenate(labels),
-        "binary" if len(names) == 2 else "multi-class",
-        tuple(names),
-        name=f"medical-lto:{target}@{size}:{split}{capped}",
-        meta=pd.DataFrame({"source": source_col}),
-    )
+    return _pretext_set(used, parts, f"medical-lto:{target}@{size}:{split}{capped}")
 
 
 def dataset_composition(spec: str, size: int) -> list[str]:
