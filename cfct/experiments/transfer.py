@@ -209,7 +209,7 @@ def transfer_jobs(
     out = pretrain_jobs({u.spec for u in units}, profile)
     for i, u in enumerate(units):
         config = finetune_config_key(u.spec, u.fold.train, u.fold.val, u.fold.test, u.config, input_size=size,
-                                     profile=profile)
+                                     pretrain=profile)
         out.append(Job("finetune", config, 1, functools.partial(_unit_run, i, plan, profile)))
     return out
 
