@@ -247,7 +247,6 @@ def frequency_shortcut_experiment(
     store: Any = None,
     profile: Any = None,
     progress: bool = True,
-    scheme: str = "splits",
 ) -> ShortcutRuns:
     """Fine-tune every source at every p_art (degradation) and fold; o.o.d. / i.i.d. AUC and learning priorities.
 
@@ -271,10 +270,8 @@ def frequency_shortcut_experiment(
     p_arts : tuple of float
         Fractions of positive training images with the artifact.
     folds : int
-        Folds (thesis: 5). ``scheme='splits'`` (default): train/validation splits of one development set, each
-        with its own initialisation seed, one test set (Chapter 5's test pools are too small for disjoint test
-        sets at three folds); ``'kfold'`` (Chapter 4's): each fold its own development draw and a test set
-        disjoint from the other folds'.
+        Train/validation splits of one development set, each with its own initialisation seed, and one test set
+        (thesis: 5). Chapter 4's disjoint test sets per fold would exhaust Chapter 5's test pools at three folds.
     size : int
         Image side in px.
     n_dev, n_test : int
@@ -309,7 +306,7 @@ def frequency_shortcut_experiment(
     rows, curves = [], []
     for run in robustness.sweep(target, conf, sources, finetune, p_arts=p_arts, folds=folds, size=size,
                                 n_dev=n_dev, n_test=n_test, pos_fraction=pos_fraction, val_fraction=val_fraction,
-                                seed=seed, store=store, profile=profile, progress=progress, scheme=scheme):
+                                seed=seed, store=store, profile=profile, progress=progress):
         psd = finetuned_priority(run.result, probe, n_images=priority_images, store=store, device=finetune.device)
         rows.append(run.row())
         curves.append(pd.DataFrame({
@@ -533,8 +530,7 @@ def _experiment_jobs(cfg: ChapterConfig, plan: Mapping[str, Any], roles: Mapping
         ds = probe_set(**probe)
         arguments = {"target": target, "confounder": conf, "sources": dict(roles), "finetune": plan["finetune"],
                      "p_arts": tuple(cfg.p_arts), "folds": cfg.folds, "size": cfg.image_size, "n_dev": n_dev,
-                     "n_test": n_test, "pos_fraction": 0.5, "val_fraction": 0.15, "seed": cfg.seed,
-                     "scheme": "splits"}
+                     "n_test": n_test, "pos_fraction": 0.5, "val_fraction": 0.15, "seed": cfg.seed}
         sweep = robustness.sweep_jobs(**arguments, profile=cfg.profile)
         out += [dataclasses.replace(job, stage=job.stage + stage) for job in sweep]
         finetunes = [job for job in sweep if job.kind == "finetune"]
